@@ -1,0 +1,8 @@
+"""mammoshare: share generative models of mammography lesions instead of patient data."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mammoshare")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

@@ -1,0 +1,127 @@
+"""Patch datasets over datalist records, with canonical patches computed once and cached.
+
+A GAN trained for thousands of epochs must not decode a full mammogram per sample: the
+deterministic part of the pipeline (decode + crop + area-resize = the canonical patch) runs once
+per record, with each mammogram decoded once for all its boxes (:class:`DecodedImageCache`); later
+epochs only run the random transforms (jitter, flips) on the cached ``(1, 128, 128)`` patches.
+
+Two caches:
+- ``"memory"``: MONAI ``CacheDataset``, for one run;
+- ``"disk"``: MONAI ``PersistentDataset`` keyed by the SHA-256 of the image file's content, the box
+  and the patch size, so a cached patch is reused across runs and never served for a changed file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import Compose, DeleteItemsd, EnsureTyped
+
+from transforms import CANONICAL_SIZE, DecodedImageCache, LoadCanonicalPatchd
+
+__all__ = ["CACHE_MODES", "canonical_patch_transform", "patch_dataset", "file_sha256", "record_content_hash"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_MODES = ("memory", "disk", "none")
+#: bump when the canonical patch computation changes, so that disk caches are not reused
+PATCH_VERSION = 1
+
+_sha_lock = threading.Lock()
+_sha_memo: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's content, memoised by path, size and modification time."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _sha_lock:
+        if key in _sha_memo:
+            return _sha_memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    with _sha_lock:
+        _sha_memo[key] = value
+    return value
+
+
+def record_content_hash(record: dict, size: int = CANONICAL_SIZE) -> bytes:
+    """The disk-cache key of a record: image content, box and canonical size (not the path)."""
+    key = {
+        "image_sha256": file_sha256(record["image"]),
+        "box": [int(v) for v in record["box"]] if record.get("box") is not None else None,
+        "size": size,
+        "version": PATCH_VERSION,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest().encode()
+
+
+def canonical_patch_transform(
+    size: int = CANONICAL_SIZE, cache: DecodedImageCache | None = None, base_dir: str | os.PathLike | None = None
+) -> LoadCanonicalPatchd:
+    """The deterministic record -> canonical patch transform (``image`` becomes ``(1, size, size)``)."""
+    return LoadCanonicalPatchd(keys="image", box_key="box", size=size, cache=cache, base_dir=base_dir)
+
+
+def patch_dataset(
+    records: Sequence[dict],
+    random_transforms: Sequence[Any] = (),
+    cache: str = "memory",
+    cache_dir: str | os.PathLike | None = None,
+    size: int = CANONICAL_SIZE,
+    num_workers: int = 1,
+    progress: bool = True,
+    image_cache: DecodedImageCache | None = None,
+    keep_keys: Sequence[str] | None = ("image", "label", "patient_id", "source"),
+) -> Dataset:
+    """A MONAI dataset of canonical patches.
+
+    Args:
+        records: datalist records with absolute ``image`` paths and ``box`` (None = whole image).
+        random_transforms: transforms applied after the cached canonical patch (jitter, flips...).
+        cache: ``"memory"`` (CacheDataset), ``"disk"`` (PersistentDataset in ``cache_dir``) or
+            ``"none"`` (recompute every time; for tests and comparisons).
+        num_workers: threads that fill the memory cache.
+        image_cache: the decoded-mammogram cache to use (one is made otherwise); its
+            ``decode_count`` tells how many files were really decoded.
+        keep_keys: record fields that the items keep (all when None); the default ones collate
+            into batches, unlike ragged fields such as ``lesion_types`` or a missing ``density``.
+
+    Returns:
+        a dataset whose items are the records with ``image`` = ``(1, size, size)`` float patch.
+    """
+    if cache not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {cache!r}; use one of {list(CACHE_MODES)}")
+    if not records:
+        raise ValueError("no records: the patch dataset would be empty")
+    image_cache = image_cache if image_cache is not None else DecodedImageCache()
+    # plain tensors: a disk cache loads them with weights_only=True, and batches collate alike in every mode
+    transform = Compose(
+        [
+            canonical_patch_transform(size, image_cache),
+            EnsureTyped("image", track_meta=False),
+            *([] if keep_keys is None else [DeleteItemsd("box")]),  # None for synthetic patches: does not collate
+            *random_transforms,
+        ]
+    )
+    data = [dict(r) if keep_keys is None else {k: r[k] for k in keep_keys if k in r} | {"box": r.get("box")} for r in records]
+    if cache == "memory":
+        return CacheDataset(data, transform, cache_rate=1.0, num_workers=num_workers, progress=progress)
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs a cache_dir")
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(data, transform, cache_dir=cache_dir, hash_func=lambda r: record_content_hash(r, size))
+    return Dataset(data, transform)
