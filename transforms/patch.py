@@ -41,10 +41,13 @@ logger = logging.getLogger(__name__)
 
 
 def area_resize(patch: np.ndarray, size: int) -> np.ndarray:
-    """Resize a square ``(h, w)`` float array to ``(size, size)`` with ``cv2.INTER_AREA``."""
+    """Resize a square ``(h, w)`` float array to ``(size, size)`` with ``cv2.INTER_AREA``; the output
+    stays inside the input's value range (area averaging can overshoot it by rounding)."""
+    patch = patch.astype(np.float32, copy=False)
     if patch.shape == (size, size):
-        return patch.astype(np.float32, copy=False)
-    return cv2.resize(patch.astype(np.float32, copy=False), (size, size), interpolation=cv2.INTER_AREA)
+        return patch
+    resized = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    return np.clip(resized, patch.min(), patch.max(), out=resized)
 
 
 def _as_numpy_2d(image) -> np.ndarray:
