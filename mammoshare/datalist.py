@@ -209,9 +209,8 @@ def split_patients(
         order.extend(patients[i] for i in rng.permutation(len(patients)))
     counts = np.zeros(3)
     assignment: dict[str, str] = {}
-    start = rng.randint(0, 20)  # a seeded phase so that small datasets do not always start with training
     for i, patient in enumerate(order, start=1):
-        deficit = (i + start) * np.asarray(fractions) - counts
+        deficit = i * np.asarray(fractions) - counts
         subset = int(np.argmax(deficit))
         counts[subset] += 1
         assignment[patient] = SUBSETS[subset]
@@ -319,7 +318,7 @@ def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
             if missing:
                 raise DatalistError(f"{path}: {subset}[{i}] lacks {missing}")
             image = Path(record["image"])
-            record["image"] = str(image if image.is_absolute() else (base / image))
+            record["image"] = os.path.normpath(image if image.is_absolute() else (base / image))
     return data
 
 
