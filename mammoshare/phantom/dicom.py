@@ -85,6 +85,6 @@ def write_mg_dicom(
         setattr(ds, key, value)
     ds.PixelData = stored.tobytes()
     if compress:
-        ds.compress(JPEG2000Lossless)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)  # keep the deterministic UID
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
