@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # one line per encoded tile otherwise
     from .datalist import DatalistError
 
     from transforms import MammogramError

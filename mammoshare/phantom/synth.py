@@ -80,7 +80,9 @@ def _mass_contour(rng: np.random.RandomState, centre: tuple[float, float], radiu
 
 
 def _pick_centre(rng, mask: np.ndarray, margin: int, taken: list[tuple[float, float]], spread: float) -> tuple[float, float]:
-    eroded = cv2.erode(mask.astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
+    # outside the image counts as background, so lesions stay clear of the chest-wall edge too
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    eroded = cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
     ys, xs = np.nonzero(eroded)
     if len(xs) == 0:
         ys, xs = np.nonzero(mask)
