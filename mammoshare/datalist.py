@@ -135,7 +135,7 @@ def make_record(
     image: str | os.PathLike,
     patient_id: str,
     label: int,
-    box: list[int],
+    box: list[int] | None,
     source: str,
     lesion_types: Iterable[str] = (),
     density: int | None = None,
@@ -144,7 +144,8 @@ def make_record(
     view: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One datalist record; ``label`` 1 = lesion, 0 = healthy."""
+    """One datalist record; ``label`` 1 = lesion, 0 = healthy; ``box`` None = the whole image
+    (synthetic patches)."""
     types = sorted(set(lesion_types))
     unknown = [t for t in types if t not in LESION_TYPES]
     if unknown:
@@ -156,7 +157,7 @@ def make_record(
         "patient_id": str(patient_id),
         "label": int(label),
         "lesion_types": types,
-        "box": [int(v) for v in box],
+        "box": None if box is None else [int(v) for v in box],
         "density": None if density is None else int(density),
         "birads": None if birads in (None, "") else str(birads),
         "laterality": laterality or None,
