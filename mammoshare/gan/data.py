@@ -1,0 +1,121 @@
+"""The real lesion patches a GAN trains on, from a datalist, a raw dataset, or the phantom."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from monai.data import DataLoader
+from torch.utils.data import Sampler
+
+from ..datalist import SUBSETS, DatalistError, load_datalist, write_datalist
+
+__all__ = ["gan_training_records", "gan_dataloader", "StreamBatchSampler"]
+
+logger = logging.getLogger(__name__)
+
+
+def gan_training_records(
+    dataset_dir: str | os.PathLike | None = None,
+    datalist: str | os.PathLike | None = None,
+    task: str = "mass",
+    output_dir: str | os.PathLike = "models",
+    subsets: Sequence[str] = ("training",),
+    dataset: str = "bcdr",
+    seed: int = 2021,
+    skip_bad: bool = False,
+) -> list[dict]:
+    """The lesion records (label 1) of ``subsets`` to train a GAN on.
+
+    Source, in this order: ``datalist`` (a prepared datalist JSON), ``dataset_dir`` (a raw dataset
+    root of type ``dataset``, read with the seed; its datalist is written to ``output_dir``), or,
+    when neither is given, the phantom BCDR data written under ``output_dir/phantom`` (logged as
+    such: it trains a demo generator with no clinical meaning).
+    """
+    from ..readers import build_datalist
+
+    unknown = [s for s in subsets if s not in SUBSETS]
+    if unknown:
+        raise DatalistError(f"unknown subset(s) {unknown}; use {list(SUBSETS)}")
+    if datalist is not None:
+        source = Path(datalist)
+        data = load_datalist(source)
+        if data.get("task") not in (None, task):
+            raise DatalistError(
+                f"{source} is a datalist of the task {data.get('task')!r}, but this training is for the task "
+                f"{task!r}: pass --task {data.get('task')} or a datalist built with --task {task}"
+            )
+    else:
+        if dataset_dir is None:
+            from ..phantom import write_phantoms
+
+            phantom_root = Path(output_dir) / "phantom"
+            if not (phantom_root / dataset).is_dir():
+                write_phantoms(phantom_root, seed=seed, datasets=[dataset])
+            dataset_dir = phantom_root / dataset
+            logger.warning(
+                "no --dataset_dir or --datalist given: training on the PHANTOM %s data in %s "
+                "(synthetic, no clinical meaning; for a demo or a test only)", dataset, dataset_dir,
+            )
+        data, bad_cases = build_datalist(dataset, dataset_dir, task=task, seed=seed, skip_bad=skip_bad)
+        source = write_datalist(data, Path(output_dir) / f"{dataset}_{task}_datalist.json", bad_cases)
+    if data.get("phantom"):
+        logger.warning("%s holds PHANTOM data: the generator will have no clinical meaning", source)
+    records = [r for s in subsets for r in data.get(s, []) if r["label"] == 1]
+    if not records:
+        raise DatalistError(f"{source}: no lesion patches in the subset(s) {list(subsets)} for the task {task!r}")
+    logger.info("GAN training data: %d lesion patches from %s (%s)", len(records), source, ", ".join(subsets))
+    return records
+
+
+class StreamBatchSampler(Sampler[list[int]]):
+    """Batches drawn from an endless, seeded stream of shuffled passes over the data.
+
+    Batch ``g`` of the run holds stream positions ``g * B ... g * B + B - 1``; position ``k`` is sample
+    ``perm_p[k % N]`` of pass ``p = k // N``, with ``perm_p`` a permutation seeded by (seed, p). An
+    epoch is ``len(self)`` batches starting at batch ``(epoch - 1) * len(self)`` (:meth:`set_epoch`).
+    The batches of an epoch depend on nothing but the seed and the epoch, so a resumed run sees the
+    same data as an uninterrupted one, and every batch is full.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, min_batches: int = 1):
+        if batch_size > num_samples:
+            raise ValueError(
+                f"batch size {batch_size} is larger than the {num_samples} lesion patches of the training data: "
+                "lower --batch_size or use more data"
+            )
+        self.num_samples, self.batch_size, self.seed = int(num_samples), int(batch_size), int(seed)
+        self.batches_per_epoch = max(self.num_samples // self.batch_size, int(min_batches), 1)
+        self.epoch = 1
+        self._pass, self._perm = -1, None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def _permutation(self, pass_index: int) -> list[int]:
+        if pass_index != self._pass:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + pass_index) % (2**63 - 1))
+            self._pass, self._perm = pass_index, torch.randperm(self.num_samples, generator=generator).tolist()
+        return self._perm
+
+    def __iter__(self):
+        first = (self.epoch - 1) * self.batches_per_epoch
+        for batch in range(first, first + self.batches_per_epoch):
+            positions = range(batch * self.batch_size, (batch + 1) * self.batch_size)
+            yield [self._permutation(k // self.num_samples)[k % self.num_samples] for k in positions]
+
+
+def gan_dataloader(dataset, batch_size: int = 16, num_workers: int = 0, seed: int = 0, min_batches: int = 1) -> DataLoader:
+    """The GAN's loader: full batches of ``batch_size`` patches from a :class:`StreamBatchSampler`
+    (at least ``min_batches`` per epoch, e.g. WGAN-GP's n_critic, so that every epoch updates the
+    generator), with its own generator for the workers' seeds."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    sampler = StreamBatchSampler(len(dataset), batch_size, seed=seed, min_batches=min_batches)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, generator=torch.Generator())

@@ -1,0 +1,283 @@
+"""Ignite handlers of the GAN bundles: per-epoch seeding, checkpoints and resume, sample previews,
+a NaN guard and a progress bar.
+
+Reproducibility: :class:`EpochSeeder` reseeds every random source at the start of each epoch from
+(seed, epoch). Together with the networks and optimizers restored from ``last.pt``, a resumed run
+is then bitwise equal to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from PIL import Image
+
+from .weights import decode_output
+
+__all__ = [
+    "gan_losses",
+    "EpochSeeder",
+    "GANCheckpointer",
+    "SamplePreviewer",
+    "NaNGuard",
+    "GANProgressBar",
+    "epoch_seed",
+    "save_atomically",
+    "image_grid",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def gan_losses(output: dict) -> dict[str, float]:
+    """The scalars of a GAN iteration's output, for StatsHandler / TensorBoardStatsHandler."""
+    keys = ("g_loss", "d_loss", "wasserstein", "gradient_penalty")
+    losses = {k: float(output[k]) for k in keys if k in output}
+    if output.get("generator_updated") is False and math.isnan(losses.get("g_loss", 0.0)):
+        del losses["g_loss"]  # WGAN-GP: no generator update yet
+    return losses
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
+
+
+def save_atomically(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file, then rename: an interrupted run never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class EpochSeeder:
+    """Reseed torch, numpy, ``random``, the data loader's generator and the dataset's random
+    transforms at every ``EPOCH_STARTED`` from (seed, epoch), and move the loader's batch sampler
+    to the epoch (see :class:`~mammoshare.gan.data.StreamBatchSampler`)."""
+
+    def __init__(self, seed: int, data_loader: Any = None):
+        self.seed = int(seed)
+        self.data_loader = data_loader
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        value = epoch_seed(self.seed, engine.state.epoch)
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
+        loader = self.data_loader if self.data_loader is not None else engine.data_loader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if hasattr(batch_sampler, "set_epoch"):
+            batch_sampler.set_epoch(engine.state.epoch)
+        generator = getattr(loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(value)
+        transform = getattr(getattr(loader, "dataset", None), "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=value)
+
+
+class GANCheckpointer:
+    """Everything a GAN run keeps, under ``output_dir``.
+
+    - ``last.pt`` at every epoch end: the full training state (generator, discriminator/critic,
+      optimizers, epoch, iteration, counters, seed). For resuming only; never shared.
+    - ``snapshots/epoch_XXXX.pt``: generator weights only, at every ``snapshot_every``-th epoch from
+      ``snapshot_start`` on (the paper: every 50th from 500).
+    - ``model.pt`` when the run completes: the final generator weights only, plain tensors.
+
+    With ``resume``, the state of ``last.pt`` is restored when the engine starts.
+    """
+
+    STATE_ATTRIBUTES = ("critic_updates", "generator_updates", "last_g_loss")
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        snapshot_start: int = 500,
+        snapshot_every: int = 50,
+        resume: bool = False,
+        seed: int | None = None,
+    ):
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        self.output_dir = Path(output_dir)
+        self.generator, self.discriminator = generator, discriminator
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.snapshot_start, self.snapshot_every = int(snapshot_start), int(snapshot_every)
+        self.resume = bool(resume)
+        self.seed = seed
+
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "last.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.output_dir / "model.pt"
+
+    def snapshot_path(self, epoch: int) -> Path:
+        return self.output_dir / "snapshots" / f"epoch_{epoch:04d}.pt"
+
+    def attach(self, engine: Engine) -> None:
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load_last)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_epoch)
+        engine.add_event_handler(Events.COMPLETED, self.save_model)
+
+    @staticmethod
+    def generator_state(generator: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+
+    def save_epoch(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        state = {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "epoch": epoch,
+            "iteration": engine.state.iteration,
+            "max_epochs": engine.state.max_epochs,
+            "seed": self.seed,
+            "engine_state": {k: getattr(engine.state, k) for k in self.STATE_ATTRIBUTES if hasattr(engine.state, k)},
+        }
+        save_atomically(state, self.last_path)
+        if epoch >= self.snapshot_start and epoch % self.snapshot_every == 0:
+            save_atomically(self.generator_state(self.generator), self.snapshot_path(epoch))
+
+    def save_model(self, engine: Engine) -> None:
+        save_atomically(self.generator_state(self.generator), self.model_path)
+        logger.info("generator weights: %s (epoch %d)", self.model_path, engine.state.epoch)
+
+    def load_last(self, engine: Engine) -> None:
+        if not self.last_path.is_file():
+            raise FileNotFoundError(
+                f"{self.last_path}: no training state to resume from; run without --resume True to start anew"
+            )
+        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        if self.seed is not None and state.get("seed") not in (None, self.seed):
+            raise ValueError(
+                f"{self.last_path} was written by a run with seed {state.get('seed')}, not {self.seed}: "
+                "resume with the same --seed"
+            )
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        engine.state.epoch = int(state["epoch"])
+        engine.state.iteration = int(state["iteration"])
+        for key, value in state.get("engine_state", {}).items():
+            setattr(engine.state, key, value)
+        logger.info("resumed from %s at epoch %d of %d", self.last_path, engine.state.epoch, engine.state.max_epochs)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """``(N, H, W)`` uint8 images -> one uint8 grid picture."""
+    count, height, width = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        y, x = padding + r * (height + padding), padding + c * (width + padding)
+        grid[y : y + height, x : x + width] = image
+    return grid
+
+
+class SamplePreviewer:
+    """Every ``every`` epochs (and at the last), a PNG grid of samples from one fixed latent batch,
+    ``previews/epoch_XXXX.png``, also sent to TensorBoard: the same latents each time, so that mode
+    collapse shows as the samples growing alike. The generator runs in eval mode without gradients
+    and the latents come from their own generator: training is not disturbed."""
+
+    def __init__(
+        self,
+        generator: torch.nn.Module,
+        output_dir: str | os.PathLike,
+        latent_size: int,
+        every: int = 50,
+        num_images: int = 64,
+        seed: int = 0,
+        decoding: str = "tanh",
+        summary_writer: Any = None,
+    ):
+        self.generator = generator
+        self.output_dir = Path(output_dir) / "previews"
+        self.every = max(1, int(every))
+        self.decoding = decoding
+        self.latents = torch.randn(num_images, latent_size, generator=torch.Generator().manual_seed(int(seed)))
+        self.summary_writer = summary_writer
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if epoch % self.every and epoch != engine.state.max_epochs:
+            return
+        was_training = self.generator.training
+        device = next(self.generator.parameters()).device
+        self.generator.eval()
+        with torch.no_grad():
+            images = decode_output(self.generator(self.latents.to(device)), self.decoding)
+        self.generator.train(was_training)
+        pixels = (images[:, 0].cpu().numpy() * 255).round().astype(np.uint8)
+        grid = image_grid(pixels)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(self.output_dir / f"epoch_{epoch:04d}.png")
+        if self.summary_writer is not None:
+            self.summary_writer.add_image("samples", grid[None], epoch)
+
+
+class NaNGuard:
+    """Stop with a clear error when a loss is not finite."""
+
+    def __init__(self, output_transform: Callable = gan_losses):
+        self.output_transform = output_transform
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        losses = self.output_transform(engine.state.output)
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(
+                f"non-finite loss at epoch {engine.state.epoch}, iteration {engine.state.iteration}: {bad}; "
+                "the last good state is last.pt of the previous epoch; lower the learning rate or check the data"
+            )
+
+
+class GANProgressBar:
+    """A tqdm bar over epochs (with ETA) showing the last losses."""
+
+    def __init__(self, output_transform: Callable = gan_losses):
+        self.output_transform = output_transform
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=True, desc="epochs").attach(
+            engine,
+            output_transform=self.output_transform,
+            event_name=Events.EPOCH_COMPLETED,
+            closing_event_name=Events.COMPLETED,
+        )
+
