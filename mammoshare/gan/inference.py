@@ -1,0 +1,338 @@
+"""Synthetic lesion patches from a shared generator: the ``run`` of the GAN bundles' ``inference.json``.
+
+One call writes exactly ``num_samples`` 128x128 8-bit greyscale PNG files and one datalist JSON
+(``synthetic_datalist.json``) into an empty folder. Every PNG says in its text chunks that it is
+synthetic, which generator and weights made it, and with which seed; the datalist has the project's
+format (``dataset`` "synthetic", one ``training`` record per PNG, ``box`` null = the whole image), so
+it goes through :func:`mammoshare.datalist.load_datalist` and :func:`mammoshare.data.patch_dataset`
+like any real datalist.
+
+Weights: every ``*.pt`` snapshot of a folder (the samples spread evenly over them, the study's DCGAN
+scheme of checkpoints every 50th epoch from epoch 500), or one checkpoint in any layout of
+:mod:`mammoshare.gan.weights` (our ``model.pt``, a snapshot, ``last.pt``, the published medigan
+``500.pt`` / ``10000.pt`` or its zip), by default the bundle's ``models/model.pt``.
+
+The same seed gives byte-identical PNG files: the latents come from one CPU ``torch.Generator``
+seeded with ``seed``, drawn for all samples at once (the same latents whatever the batch size and
+device), and the network runs in eval mode without gradients. Another batch size or device can move
+a few pixels by one grey level (floating-point summation order), so the datalist records both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from tqdm import tqdm
+
+from mammoshare import __version__
+from mammoshare.datalist import TASKS, make_record, write_datalist
+from mammoshare.gan.weights import GeneratorWeights, WeightsError, decode_output, load_generator_weights, load_into
+
+__all__ = [
+    "generate_synthetic_patches",
+    "snapshot_files",
+    "spread_samples",
+    "MissingWeightsError",
+    "DATALIST_NAME",
+    "PATCH_SIZE",
+]
+
+#: the datalist file written beside the PNG files
+DATALIST_NAME = "synthetic_datalist.json"
+#: the size of the generated patches (the canonical patch size)
+PATCH_SIZE = 128
+
+#: how to get weights for a bundle, shown when none are found
+_PUBLISHED = (
+    "the study's published weights from the medigan model hub: 00005_DCGAN_MMG_MASS_ROI (BCDR DCGAN, "
+    "500.pt or 00005_DCGAN_MMG_MASS_ROI.zip) or 00006_WGANGP_MMG_MASS_ROI (BCDR WGAN-GP, 10000.pt or its zip)"
+)
+
+
+class MissingWeightsError(WeightsError, FileNotFoundError):
+    """No generator weights where they were looked for; says how to get some."""
+
+
+@dataclass
+class _Source:
+    """One weights file and the samples it makes."""
+
+    path: Path
+    samples: int
+    sha256: str = ""
+    layout: str = ""
+    decoding: str = ""
+
+
+def _epoch_key(path: Path) -> tuple:
+    numbers = re.findall(r"\d+", path.stem)
+    return (0, int(numbers[-1]), path.name) if numbers else (1, 0, path.name)
+
+
+def snapshot_files(snapshot_dir: str | os.PathLike) -> list[Path]:
+    """The ``*.pt`` files of a snapshot folder, sorted by the epoch number in their names
+    (``epoch_0500.pt`` < ``epoch_1000.pt``); files without a number come last, by name."""
+    folder = Path(snapshot_dir)
+    if not folder.is_dir():
+        raise MissingWeightsError(f"{folder}: snapshot folder not found")
+    files = sorted((p for p in folder.glob("*.pt") if p.is_file()), key=_epoch_key)
+    if not files:
+        raise MissingWeightsError(
+            f"{folder}: no generator snapshots (*.pt) in the snapshot folder; training writes them to "
+            "the bundle's models/snapshots/, or pass --checkpoint FILE for a single weights file"
+        )
+    return files
+
+
+def spread_samples(num_samples: int, num_sources: int) -> list[int]:
+    """``num_samples`` spread as evenly as possible: ``num_samples // num_sources`` each, the first
+    ``num_samples % num_sources`` one more (10 over 3 -> [4, 3, 3])."""
+    if num_sources < 1:
+        raise ValueError("at least one weights file is needed")
+    base, extra = divmod(int(num_samples), num_sources)
+    return [base + (1 if i < extra else 0) for i in range(num_sources)]
+
+
+def _missing_weights_message(default_checkpoint: Path | None) -> str:
+    if default_checkpoint is not None and default_checkpoint.parent.name == "models":
+        bundle = default_checkpoint.parent.parent
+        train = f"python -m monai.bundle run --config_file {bundle.as_posix()}/configs/train.json"
+        where = f"{default_checkpoint}: no generator weights (the bundle ships none until it is trained)"
+    else:
+        train = "python -m monai.bundle run --config_file bundles/<name>/configs/train.json"
+        where = f"{default_checkpoint}: no generator weights" if default_checkpoint else "no generator weights given"
+    return (
+        f"{where}. To get weights: train the generator with `{train}` (it writes models/model.pt and "
+        f"models/snapshots/), or pass --checkpoint FILE with {_PUBLISHED}; "
+        "--snapshot_dir DIR samples from every *.pt snapshot in DIR"
+    )
+
+
+def _sources(
+    num_samples: int,
+    checkpoint: str | os.PathLike | None,
+    snapshot_dir: str | os.PathLike | None,
+    default_checkpoint: str | os.PathLike | None,
+) -> list[_Source]:
+    if snapshot_dir is not None and checkpoint is not None:
+        raise ValueError("pass either --checkpoint (one weights file) or --snapshot_dir (a folder of snapshots), not both")
+    if snapshot_dir is not None:
+        files = snapshot_files(snapshot_dir)
+    elif checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise MissingWeightsError(f"{checkpoint}: weights file not found")
+        files = [Path(checkpoint)]
+    else:
+        default = Path(default_checkpoint) if default_checkpoint is not None else None
+        if default is None or not default.is_file():
+            raise MissingWeightsError(_missing_weights_message(default))
+        files = [default]
+    return [_Source(path, n) for path, n in zip(files, spread_samples(num_samples, len(files)))]
+
+
+def _check_output_dir(output_dir: Path) -> bool:
+    """Refuses a folder that holds anything; returns whether the folder must be created."""
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise FileExistsError(f"{output_dir}: exists and is not a folder; give an empty or new output folder")
+        if any(output_dir.iterdir()):
+            raise FileExistsError(
+                f"{output_dir}: the output folder is not empty; synthetic patches go into an empty or new folder "
+                "(nothing was written)"
+            )
+        return False
+    return True
+
+
+def _latent_size(network: torch.nn.Module) -> int:
+    size = getattr(network, "latent_size", None)
+    if size is None:
+        first = next(iter(network.state_dict().values()), None)
+        if first is None or first.ndim != 4:
+            raise ValueError("cannot tell the generator's latent size; give it a latent_size attribute")
+        size = first.shape[0]
+    return int(size)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "generator"
+
+
+def _png_info(name: str, version: str, source: _Source, seed: int, index: int, task: str) -> PngInfo:
+    info = PngInfo()
+    info.add_text("Title", f"Synthetic lesion patch {index}")
+    info.add_text("Description", f"SYNTHETIC lesion patch generated by {name} {version}; not a patient image")
+    info.add_text("Software", f"mammoshare {__version__}")
+    info.add_text("mammoshare:synthetic", "true")
+    info.add_text("mammoshare:generator", name)
+    info.add_text("mammoshare:generator_version", version)
+    info.add_text("mammoshare:weights_file", source.path.name)
+    info.add_text("mammoshare:weights_sha256", source.sha256)
+    info.add_text("mammoshare:task", task)
+    info.add_text("mammoshare:seed", str(seed))
+    info.add_text("mammoshare:index", str(index))
+    return info
+
+
+def generate_synthetic_patches(
+    network: torch.nn.Module,
+    num_samples: int,
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    snapshot_dir: str | os.PathLike | None = None,
+    default_checkpoint: str | os.PathLike | None = None,
+    *,
+    generator_name: str,
+    generator_version: str,
+    task: str = "mass",
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    phantom: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write ``num_samples`` synthetic lesion patches and their datalist into ``output_dir``.
+
+    Args:
+        network: the generator (e.g. :class:`~mammoshare.networks.DCGANGenerator`), latent
+            ``(B, nz)`` -> image ``(B, 1, 128, 128)``.
+        num_samples: how many PNG files to write (1200 in the study).
+        output_dir: an empty or new folder; a folder that holds anything is refused.
+        seed: seeds the latents; the same seed gives byte-identical files.
+        checkpoint: one weights file in any layout :func:`~mammoshare.gan.weights.load_generator_weights`
+            accepts.
+        snapshot_dir: a folder whose ``*.pt`` snapshots all generate, the samples spread evenly
+            over them in epoch order. Exclusive with ``checkpoint``.
+        default_checkpoint: used when neither is given (the bundle's ``models/model.pt``).
+        generator_name, generator_version: the generator's identity (the bundle metadata's name
+            and version), written into every PNG and the datalist.
+        task: ``"mass"`` (records have lesion type mass) or ``"all"`` (lesion types unknown: ``[]``).
+        device: where the generator runs.
+        batch_size: latents per forward pass (the same batch size and device reproduce the files
+            byte for byte).
+        phantom: whether the generator was trained on phantom data (unknown: False).
+        progress: show a tqdm progress bar over the batches.
+
+    Returns:
+        the path of the datalist JSON.
+
+    Raises:
+        MissingWeightsError: no weights found (says how to get some).
+        WeightsError: a file that is not generator weights, or weights of another architecture.
+        FileExistsError: ``output_dir`` is not empty.
+    """
+    num_samples, seed, batch_size = int(num_samples), int(seed), int(batch_size)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)}")
+    name, version = str(generator_name), str(generator_version)
+    output_dir = Path(output_dir).absolute()
+    create_dir = _check_output_dir(output_dir)
+    sources = _sources(num_samples, checkpoint, snapshot_dir, default_checkpoint)
+    device = torch.device(device)
+    network = network.to(device).eval()
+
+    # check every weights file before anything is written; keep the weights of a single source
+    loaded: GeneratorWeights | None = None
+    for source in sources:
+        weights = load_generator_weights(source.path)
+        load_into(network, weights)
+        source.sha256, source.layout, source.decoding = weights.sha256, weights.layout, weights.decoding
+        loaded = weights if len(sources) == 1 else None
+        del weights
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    latents = torch.randn(num_samples, _latent_size(network), generator=generator)
+    lesion_types = ["mass"] if task == "mass" else []
+    digits = max(5, len(str(num_samples - 1)))
+    records: list[dict] = []
+    written: list[Path] = []
+    batches = sum(-(-s.samples // batch_size) for s in sources)
+    if create_dir:
+        output_dir.mkdir(parents=True)
+    try:
+        with torch.no_grad(), tqdm(total=batches, desc=f"{_safe(name)}: generating", unit="batch", disable=not progress) as bar:
+            index = 0
+            for source in sources:
+                if source.samples == 0:
+                    continue
+                weights = loaded if loaded is not None else load_generator_weights(source.path)
+                if weights.sha256 != source.sha256:
+                    raise WeightsError(f"{source.path}: the file changed while the patches were being generated")
+                load_into(network, weights)
+                network.eval()
+                del weights
+                for start in range(index, index + source.samples, batch_size):
+                    stop = min(start + batch_size, index + source.samples)
+                    images = decode_output(network(latents[start:stop].to(device)), source.decoding)
+                    if images.ndim != 4 or tuple(images.shape[1:]) != (1, PATCH_SIZE, PATCH_SIZE):
+                        raise ValueError(
+                            f"the generator makes images of shape {tuple(images.shape[1:])}; (1, {PATCH_SIZE}, "
+                            f"{PATCH_SIZE}) patches are expected"
+                        )
+                    pixels = (images[:, 0].float().cpu() * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+                    for offset, array in enumerate(pixels):
+                        i = start + offset
+                        path = output_dir / f"synthetic_{i:0{digits}d}.png"
+                        written.append(path)
+                        Image.fromarray(np.ascontiguousarray(array)).save(  # 2D uint8: mode L
+                            path, format="PNG", pnginfo=_png_info(name, version, source, seed, i, task)
+                        )
+                        records.append(
+                            make_record(
+                                image=path,
+                                patient_id=f"synthetic:{name}",
+                                label=1,
+                                box=None,
+                                source=name,
+                                lesion_types=lesion_types,
+                                weights_sha256=source.sha256,
+                                seed=seed,
+                                index=i,
+                            )
+                        )
+                    bar.update(1)
+                index += source.samples
+        datalist = {
+            "dataset": "synthetic",
+            "task": task,
+            "phantom": bool(phantom),
+            "seed": seed,
+            "batch_size": batch_size,
+            "device": device.type,
+            "generator": {
+                "name": name,
+                "version": version,
+                "weights": [
+                    {"file": s.path.name, "sha256": s.sha256, "layout": s.layout, "decoding": s.decoding, "samples": s.samples}
+                    for s in sources
+                ],
+            },
+            "training": records,
+            "validation": [],
+            "test": [],
+        }
+        out = output_dir / DATALIST_NAME
+        written.append(out)
+        return write_datalist(datalist, out)
+    except BaseException:
+        # leave nothing half-made behind
+        for path in written:
+            path.unlink(missing_ok=True)
+        if create_dir:
+            try:
+                output_dir.rmdir()
+            except OSError:
+                pass
+        raise
+
