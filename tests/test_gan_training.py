@@ -224,3 +224,13 @@ def test_paper_defaults_in_configs():
     assert wgan["discriminator_def"]["batch_norm"] is False
     for config in (dcgan, wgan):
         assert config["bundle_root"] == "$mammoshare.bundle.bundle_root()"
+
+
+def test_real_batches_reach_the_networks_as_plain_tensors():
+    from monai.data import MetaTensor
+
+    from mammoshare.gan.trainers import prepare_real_batch
+
+    batch = {"image": MetaTensor(torch.rand(2, 1, 128, 128), meta={"filename_or_obj": "x"})}
+    real = prepare_real_batch(batch, "cpu")
+    assert type(real) is torch.Tensor and torch.equal(real, batch["image"].as_tensor())

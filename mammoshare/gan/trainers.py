@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.engines import Trainer
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
@@ -23,8 +24,10 @@ __all__ = ["WGANGPTrainer", "prepare_real_batch", "latent_maker"]
 
 
 def prepare_real_batch(batchdata: Any, device=None, non_blocking: bool = False, **kwargs) -> torch.Tensor:
-    """A batch of patches ``{"image": (B, 1, 128, 128)}`` (or a tensor) -> the image tensor on ``device``."""
+    """A batch of patches ``{"image": (B, 1, 128, 128)}`` (or a tensor) -> a plain image tensor on ``device``."""
     images = batchdata["image"] if isinstance(batchdata, dict) else batchdata
+    if isinstance(images, MetaTensor):  # metadata tracking on every op of both networks costs a lot
+        images = images.as_tensor()
     return torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
 
 
