@@ -1,0 +1,1 @@
+"""Healthy-vs-lesion patch classifier of the study: networks, data assembly and evaluation."""
