@@ -179,7 +179,7 @@ def test_nan_loss_stops_with_a_clear_error():
 
 
 def test_bad_training_data(bcdr_mass_datalist, tmp_path):
-    with pytest.raises(DatalistError, match="task 'mass', but this training is for the task 'all'"):
+    with pytest.raises(DatalistError, match="task 'mass', but this run is for the task 'all'"):
         gan_training_records(datalist=bcdr_mass_datalist, task="all")
     data = json.loads(Path(bcdr_mass_datalist).read_text())
     for subset in ("training", "validation", "test"):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from monai.data import DataLoader
 from torch.utils.data import Sampler
 
-from ..datalist import SUBSETS, DatalistError, load_datalist, write_datalist
+from ..datalist import SUBSETS, DatalistError
 
 __all__ = ["gan_training_records", "gan_dataloader", "StreamBatchSampler"]
 
@@ -35,33 +34,12 @@ def gan_training_records(
     when neither is given, the phantom BCDR data written under ``output_dir/phantom`` (logged as
     such: it trains a demo generator with no clinical meaning).
     """
-    from ..readers import build_datalist
+    from ..readers import obtain_datalist
 
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown:
         raise DatalistError(f"unknown subset(s) {unknown}; use {list(SUBSETS)}")
-    if datalist is not None:
-        source = Path(datalist)
-        data = load_datalist(source)
-        if data.get("task") not in (None, task):
-            raise DatalistError(
-                f"{source} is a datalist of the task {data.get('task')!r}, but this training is for the task "
-                f"{task!r}: pass --task {data.get('task')} or a datalist built with --task {task}"
-            )
-    else:
-        if dataset_dir is None:
-            from ..phantom import write_phantoms
-
-            phantom_root = Path(output_dir) / "phantom"
-            if not (phantom_root / dataset).is_dir():
-                write_phantoms(phantom_root, seed=seed, datasets=[dataset])
-            dataset_dir = phantom_root / dataset
-            logger.warning(
-                "no --dataset_dir or --datalist given: training on the PHANTOM %s data in %s "
-                "(synthetic, no clinical meaning; for a demo or a test only)", dataset, dataset_dir,
-            )
-        data, bad_cases = build_datalist(dataset, dataset_dir, task=task, seed=seed, skip_bad=skip_bad)
-        source = write_datalist(data, Path(output_dir) / f"{dataset}_{task}_datalist.json", bad_cases)
+    data, source = obtain_datalist(datalist, dataset_dir, dataset, task, output_dir, seed, skip_bad)
     if data.get("phantom"):
         logger.warning("%s holds PHANTOM data: the generator will have no clinical meaning", source)
     records = [r for s in subsets for r in data.get(s, []) if r["label"] == 1]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..datalist import (
+    load_datalist,
+    write_datalist,
     TASKS,
     BadCase,
     CaseCollector,
@@ -25,7 +27,7 @@ from ..datalist import (
     read_split_file,
 )
 
-__all__ = ["DATASETS", "get_reader", "build_datalist"]
+__all__ = ["DATASETS", "get_reader", "build_datalist", "obtain_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +87,44 @@ def build_datalist(
         counts = Counter(r["label"] for r in datalist[subset])
         logger.info("%s %s: %d lesion, %d healthy patches", dataset, subset, counts[1], counts[0])
     return datalist, bad_cases
+
+
+def obtain_datalist(
+    datalist: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    dataset: str = "inbreast",
+    task: str = "mass",
+    output_dir: str | os.PathLike = ".",
+    seed: int = 2021,
+    skip_bad: bool = False,
+) -> tuple[dict[str, Any], Path]:
+    """The datalist a bundle trains on, and where it is.
+
+    In this order: ``datalist`` (a prepared datalist JSON; its task must be ``task``), ``dataset_dir``
+    (a raw dataset root of type ``dataset``, read with the seed; the datalist is written to
+    ``output_dir``), or, when neither is given, the phantom ``dataset`` written under
+    ``output_dir/phantom`` (logged loudly: demo and test data with no clinical meaning).
+    """
+    if datalist is not None:
+        source = Path(datalist)
+        data = load_datalist(source)
+        if data.get("task") not in (None, task):
+            raise DatalistError(
+                f"{source} is a datalist of the task {data.get('task')!r}, but this run is for the task "
+                f"{task!r}: pass --task {data.get('task')} or a datalist built with --task {task}"
+            )
+        return data, source
+    if dataset_dir is None:
+        from ..phantom import write_phantoms
+
+        phantom_root = Path(output_dir) / "phantom"
+        if not (phantom_root / dataset).is_dir():
+            write_phantoms(phantom_root, seed=seed, datasets=[dataset])
+        dataset_dir = phantom_root / dataset
+        logger.warning(
+            "no --dataset_dir or --datalist given: using the PHANTOM %s data in %s "
+            "(synthetic, no clinical meaning; for a demo or a test only)", dataset, dataset_dir,
+        )
+    data, bad_cases = build_datalist(dataset, dataset_dir, task=task, seed=seed, skip_bad=skip_bad)
+    source = write_datalist(data, Path(output_dir) / f"{dataset}_{task}_datalist.json", bad_cases)
+    return load_datalist(source), source
