@@ -29,7 +29,6 @@ __all__ = [
     "GANCheckpointer",
     "SamplePreviewer",
     "NaNGuard",
-    "GANProgressBar",
     "epoch_seed",
     "save_atomically",
     "image_grid",
@@ -263,21 +262,3 @@ class NaNGuard:
                 f"non-finite loss at epoch {engine.state.epoch}, iteration {engine.state.iteration}: {bad}; "
                 "the last good state is last.pt of the previous epoch; lower the learning rate or check the data"
             )
-
-
-class GANProgressBar:
-    """A tqdm bar over epochs (with ETA) showing the last losses."""
-
-    def __init__(self, output_transform: Callable = gan_losses):
-        self.output_transform = output_transform
-
-    def attach(self, engine: Engine) -> None:
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(persist=True, desc="epochs").attach(
-            engine,
-            output_transform=self.output_transform,
-            event_name=Events.EPOCH_COMPLETED,
-            closing_event_name=Events.COMPLETED,
-        )
-
