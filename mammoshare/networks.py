@@ -89,11 +89,17 @@ class DCGANGenerator(nn.Sequential):
         self.apply(init_dcgan_weights)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        if latent.ndim == 2:
-            latent = latent[:, :, None, None]
-        if latent.ndim != 4 or latent.shape[1] != self.latent_size or latent.shape[2:] != (1, 1):
-            raise ValueError(f"latent of shape (B, {self.latent_size}) or (B, {self.latent_size}, 1, 1) expected, got {tuple(latent.shape)}")
-        return super().forward(latent)
+        # written for TorchScript too (MONAI's ckpt_export): no super(), no tuple()
+        if latent.dim() == 2:
+            latent = latent.unsqueeze(-1).unsqueeze(-1)
+        if latent.dim() != 4 or latent.shape[1] != self.latent_size or latent.shape[2] != 1 or latent.shape[3] != 1:
+            raise ValueError(
+                "latent of shape (B, " + str(self.latent_size) + ") or (B, " + str(self.latent_size)
+                + ", 1, 1) expected, got " + str(latent.shape)
+            )
+        for layer in self:
+            latent = layer(latent)
+        return latent
 
 
 class DCGANDiscriminator(nn.Sequential):
@@ -119,9 +125,11 @@ class DCGANDiscriminator(nn.Sequential):
         self.apply(init_dcgan_weights)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 4 or image.shape[-2:] != (128, 128):
-            raise ValueError(f"images of shape (B, C, 128, 128) expected, got {tuple(image.shape)}")
-        return super().forward(image).flatten()
+        if image.dim() != 4 or image.shape[2] != 128 or image.shape[3] != 128:
+            raise ValueError("images of shape (B, C, 128, 128) expected, got " + str(image.shape))
+        for layer in self:
+            image = layer(image)
+        return image.flatten()
 
 
 class PatchCNN(nn.Module):
@@ -149,8 +157,8 @@ class PatchCNN(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 4 or tuple(image.shape[1:]) != (1, 128, 128):
-            raise ValueError(f"canonical patches of shape (B, 1, 128, 128) expected, got {tuple(image.shape)}")
+        if image.dim() != 4 or image.shape[1] != 1 or image.shape[2] != 128 or image.shape[3] != 128:
+            raise ValueError("canonical patches of shape (B, 1, 128, 128) expected, got " + str(image.shape))
         return torch.log_softmax(self.classifier(self.features(image)), dim=1)
 
 
