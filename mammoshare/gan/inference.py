@@ -10,7 +10,8 @@ like any real datalist.
 Weights: every ``*.pt`` snapshot of a folder (the samples spread evenly over them, the study's DCGAN
 scheme of checkpoints every 50th epoch from epoch 500), or one checkpoint in any layout of
 :mod:`mammoshare.gan.weights` (our ``model.pt``, a snapshot, ``last.pt``, the published medigan
-``500.pt`` / ``10000.pt`` or its zip), by default the bundle's ``models/model.pt``.
+``500.pt`` / ``10000.pt`` / ``malign_mass_gen`` or their zips), by default the bundle's
+``models/model.pt``. The output decoding follows each file's layout unless ``decoding`` forces one.
 
 The same seed gives byte-identical PNG files: the latents come from one CPU ``torch.Generator``
 seeded with ``seed``, drawn for all samples at once (the same latents whatever the batch size and
@@ -33,7 +34,14 @@ from tqdm import tqdm
 
 from mammoshare import __version__
 from mammoshare.datalist import TASKS, make_record, write_datalist
-from mammoshare.gan.weights import GeneratorWeights, WeightsError, decode_output, load_generator_weights, load_into
+from mammoshare.gan.weights import (
+    DECODINGS,
+    GeneratorWeights,
+    WeightsError,
+    decode_output,
+    load_generator_weights,
+    load_into,
+)
 
 __all__ = [
     "generate_synthetic_patches",
@@ -52,7 +60,8 @@ PATCH_SIZE = 128
 #: how to get weights for a bundle, shown when none are found
 _PUBLISHED = (
     "the study's published weights from the medigan model hub: 00005_DCGAN_MMG_MASS_ROI (BCDR DCGAN, "
-    "500.pt or 00005_DCGAN_MMG_MASS_ROI.zip) or 00006_WGANGP_MMG_MASS_ROI (BCDR WGAN-GP, 10000.pt or its zip)"
+    "500.pt or 00005_DCGAN_MMG_MASS_ROI.zip) or 00006_WGANGP_MMG_MASS_ROI (BCDR WGAN-GP, 10000.pt or its zip); "
+    "for the OPTIMAM bundle 00002_DCGAN_MMG_MASS_ROI (malign_mass_gen or MALIGN_DCGAN.zip)"
 )
 
 
@@ -103,6 +112,12 @@ def spread_samples(num_samples: int, num_sources: int) -> list[int]:
 def _missing_weights_message(default_checkpoint: Path | None) -> str:
     if default_checkpoint is not None and default_checkpoint.parent.name == "models":
         bundle = default_checkpoint.parent.parent
+        if (bundle / "configs").is_dir() and not (bundle / "configs" / "train.json").is_file():
+            return (
+                f"{default_checkpoint}: no generator weights. This bundle is inference-only: install its weights "
+                f"as its model card ({bundle.as_posix()}/docs/README.md) says, e.g. `mammoshare medigan-import "
+                f"PACKAGE.zip --out {bundle.as_posix()}`, or pass --checkpoint FILE with {_PUBLISHED}"
+            )
         train = f"python -m monai.bundle run --config_file {bundle.as_posix()}/configs/train.json"
         where = f"{default_checkpoint}: no generator weights (the bundle ships none until it is trained)"
     else:
@@ -197,6 +212,7 @@ def generate_synthetic_patches(
     batch_size: int = 64,
     phantom: bool = False,
     progress: bool = True,
+    decoding: str | None = None,
 ) -> Path:
     """Write ``num_samples`` synthetic lesion patches and their datalist into ``output_dir``.
 
@@ -219,6 +235,11 @@ def generate_synthetic_patches(
             byte for byte).
         phantom: whether the generator was trained on phantom data (unknown: False).
         progress: show a tqdm progress bar over the batches.
+        decoding: how the generator's output becomes a [0, 1] image, for every weights file:
+            ``"tanh"`` ((out + 1) / 2) or ``"clip01"`` (clip(out, 0, 1)); ``None`` (default): by the
+            layout of each file (see :mod:`mammoshare.gan.weights`). A bundle converted from a
+            medigan package whose generator was trained against [0, 1] images (00005, 00006) keeps
+            its weights in our layout and sets ``"clip01"`` here.
 
     Returns:
         the path of the datalist JSON.
@@ -235,6 +256,8 @@ def generate_synthetic_patches(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)}")
+    if decoding is not None and decoding not in DECODINGS:
+        raise ValueError(f"unknown output decoding {decoding!r}; use one of {list(DECODINGS)} or None (by the weights layout)")
     name, version = str(generator_name), str(generator_version)
     output_dir = Path(output_dir).absolute()
     create_dir = _check_output_dir(output_dir)
@@ -247,7 +270,8 @@ def generate_synthetic_patches(
     for source in sources:
         weights = load_generator_weights(source.path)
         load_into(network, weights)
-        source.sha256, source.layout, source.decoding = weights.sha256, weights.layout, weights.decoding
+        source.sha256, source.layout = weights.sha256, weights.layout
+        source.decoding = decoding if decoding is not None else weights.decoding
         loaded = weights if len(sources) == 1 else None
         del weights
 

@@ -10,6 +10,10 @@ Layouts:
   ``10000.pt`` (00006, BCDR WGAN-GP): a dict whose ``generator`` entry has ``main.N.*`` keys (plus a
   duplicate ``first_layers.*`` and an unused ``embed_nn.*``), or the medigan zip holding it. These
   generators were trained against [0, 1] images: decoded as ``clip(out, 0, 1)``.
+- ``medigan-00002``: the OPTIMAM DCGAN of the medigan hub (``00002_DCGAN_MMG_MASS_ROI``): its weights
+  file ``malign_mass_gen`` (no extension), a plain ``state_dict`` with ``model.N.*`` keys, or the
+  package zip ``MALIGN_DCGAN.zip`` holding it (with ``__init__.py``, never executed) at the zip root.
+  Trained with a Tanh output against [-1, 1] images: decoded as ``(out + 1) / 2``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["GeneratorWeights", "WeightsError", "load_generator_weights", "load_into", "decode_output", "sha256_of", "DECODINGS"]
+__all__ = ["GeneratorWeights", "WeightsError", "load_generator_weights", "load_into", "decode_output", "sha256_of", "DECODINGS", "LAYOUT_DECODINGS"]
 
 DECODINGS = ("tanh", "clip01")
+#: how each layout's generator output is decoded to [0, 1]
+LAYOUT_DECODINGS = {"ours": "tanh", "last": "tanh", "medigan": "clip01", "medigan-00002": "tanh"}
 
 
 class WeightsError(ValueError):
@@ -36,7 +42,7 @@ class WeightsError(ValueError):
 @dataclass
 class GeneratorWeights:
     state_dict: dict[str, torch.Tensor]
-    layout: str  # "ours", "last" or "medigan"
+    layout: str  # "ours", "last", "medigan" or "medigan-00002"
     decoding: str  # "tanh": (out + 1) / 2; "clip01": clip(out, 0, 1)
     path: str
     sha256: str
@@ -68,12 +74,27 @@ def _torch_load(source, name: str):
         ) from e
 
 
+#: weights files of medigan packages that have no ``.pt`` extension (00002: ``malign_mass_gen``)
+MEDIGAN_EXTENSIONLESS_WEIGHTS = ("malign_mass_gen",)
+
+
+def _package_weights_names(names: list[str]) -> list[str]:
+    """The weights files among a package zip's entries: ``*.pt`` files, else the known extension-less
+    weights files (``malign_mass_gen``); macOS resource forks are skipped."""
+    names = [n for n in names if not n.endswith("/") and not n.startswith("__MACOSX") and not n.rsplit("/", 1)[-1].startswith("._")]
+    candidates = [n for n in names if n.endswith(".pt")]
+    if not candidates:
+        candidates = [n for n in names if n.rsplit("/", 1)[-1] in MEDIGAN_EXTENSIONLESS_WEIGHTS]
+    return candidates
+
+
 def _read_zip(path: Path):
     with zipfile.ZipFile(path) as archive:
-        candidates = [n for n in archive.namelist() if n.endswith(".pt") and not n.startswith("__MACOSX")]
+        candidates = _package_weights_names(archive.namelist())
         if len(candidates) != 1:
             raise WeightsError(
-                f"{path}: a medigan package zip with exactly one .pt weights file is expected, found {candidates or 'none'}"
+                f"{path}: a medigan package zip with exactly one weights file (a .pt file, or "
+                f"{' / '.join(MEDIGAN_EXTENSIONLESS_WEIGHTS)}) is expected, found {candidates or 'none'}"
             )
         return _torch_load(io.BytesIO(archive.read(candidates[0])), f"{path}:{candidates[0]}")
 
@@ -115,16 +136,22 @@ def load_generator_weights(path: str | os.PathLike) -> GeneratorWeights:
         else:
             layout = "last"
             obj = inner
+    elif _is_tensor_dict(obj) and all(k.startswith("model.") for k in obj):
+        layout = "medigan-00002"
+        obj = {k[len("model.") :]: v for k, v in obj.items()}
+        for key in [k for k in obj if k.endswith(".running_mean")]:  # counters of old checkpoints, unused in eval
+            obj.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
     if not _is_tensor_dict(obj) or not all(re.fullmatch(r"\d+\.[A-Za-z_]+", k) for k in obj):
         raise WeightsError(
             f"{path}: not a generator checkpoint: found {_describe(obj)}; expected a state_dict of the DCGAN "
-            "generator (keys like '0.weight'), our last.pt, or a medigan 00005/00006 checkpoint ('generator' "
-            "entry with 'main.N.*' keys) or its zip"
+            "generator (keys like '0.weight'), our last.pt, a medigan 00005/00006 checkpoint ('generator' "
+            "entry with 'main.N.*' keys) or its zip, or the medigan 00002 weights malign_mass_gen ('model.N.*' "
+            "keys) or its zip MALIGN_DCGAN.zip"
         )
     return GeneratorWeights(
         state_dict=dict(obj),
         layout=layout,
-        decoding="clip01" if layout == "medigan" else "tanh",
+        decoding=LAYOUT_DECODINGS[layout],
         path=str(path),
         sha256=sha256_of(path),
     )
