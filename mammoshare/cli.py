@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="number of patches")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_grid)
+
+    # sharing generators between centres, and the study (their own modules import torch lazily)
+    from .exchange.archive import add_keygen_parser, add_pack_parser, add_unpack_parser
+    from .exchange.medigan_bridge import add_medigan_export_parser, add_medigan_import_parser
+    from .exchange.verify import add_verify_parser
+
+    for add in (add_pack_parser, add_verify_parser, add_unpack_parser, add_keygen_parser,
+                add_medigan_import_parser, add_medigan_export_parser):
+        add(sub)
+    try:
+        from .study.cli import add_study_parser
+    except ImportError:  # the study runner is optional while it is being built
+        add_study_parser = None
+    if add_study_parser is not None:
+        add_study_parser(sub)
     return parser
 
 

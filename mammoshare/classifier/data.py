@@ -175,7 +175,8 @@ def _sample_bundle(bundle: Path, count: int, seed: int, output_dir: Path, device
     config = bundle / "configs" / "inference.json"
     if not config.is_file():
         raise DatalistError(f"{bundle}: not a generator bundle (no configs/inference.json)")
-    overrides = {"num_samples": count, "output_dir": str(target), "seed": seed}
+    # bundle_root: a packed (self-contained) bundle resolves its files against it
+    overrides = {"num_samples": count, "output_dir": str(target), "seed": seed, "bundle_root": str(bundle)}
     if device:
         overrides["device"] = device
     logger.info("sampling %d synthetic patches from the generator bundle %s", count, bundle)

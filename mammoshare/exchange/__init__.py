@@ -7,4 +7,5 @@
   an unpacked folder), without running anything from it.
 - :mod:`mammoshare.exchange.selfcontained`: the packed ``configs/inference.json``, runnable with
   MONAI and torch alone.
+- :mod:`mammoshare.exchange.medigan_bridge`: medigan model packages imported as generator bundles.
 """
