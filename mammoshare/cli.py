@@ -99,12 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (add_pack_parser, add_verify_parser, add_unpack_parser, add_keygen_parser,
                 add_medigan_import_parser, add_medigan_export_parser):
         add(sub)
-    try:
-        from .study.cli import add_study_parser
-    except ImportError:  # the study runner is optional while it is being built
-        add_study_parser = None
-    if add_study_parser is not None:
-        add_study_parser(sub)
+    from .study.cli import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

@@ -1,0 +1,221 @@
+"""What each kind of stage does: ``datalist``, ``gan``, ``synthetic`` and ``cell``.
+
+Each function takes the stage spec (see :mod:`mammoshare.study.runner`), its folder (cleared), the
+study folder and whether a GAN training resumes, runs the project's code or bundle, and returns the
+``outputs`` of the stage record (paths relative to the stage folder). A failure raises; the caller
+records it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .stages import run_bundle
+
+__all__ = ["KINDS", "SYNTHETIC_SUBDIR", "DATALIST_FILE", "METRICS_FILE"]
+
+DATALIST_FILE = "datalist.json"
+SYNTHETIC_SUBDIR = "patches"
+METRICS_FILE = "eval/metrics.json"
+METRICS = ("accuracy", "f1", "auroc", "auprc")
+
+
+def _subset_counts(datalist: dict) -> dict[str, dict[str, int]]:
+    counts = {}
+    for subset in ("training", "validation", "test"):
+        labels = Counter(r["label"] for r in datalist.get(subset, []))
+        counts[subset] = {
+            "lesion": labels[1],
+            "healthy": labels[0],
+            "patients": len({r["patient_id"] for r in datalist.get(subset, [])}),
+        }
+    return counts
+
+
+def run_datalist(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
+    from ..datalist import DatalistError, write_datalist
+    from ..readers import build_datalist
+
+    config, inputs = spec["config"], spec["inputs"]
+    root = Path(inputs["root"])
+    if not root.is_dir():
+        raise DatalistError(f"{root}: dataset folder not found (given as {inputs.get('option', 'a dataset root')})")
+    datalist, bad_cases = build_datalist(
+        config["dataset"], root, task=config["task"], seed=config["seed"], skip_bad=config.get("skip_bad", False)
+    )
+    write_datalist(datalist, folder / DATALIST_FILE, bad_cases)
+    return {
+        "datalist": DATALIST_FILE,
+        "phantom": bool(datalist.get("phantom")),
+        "counts": _subset_counts(datalist),
+        "skipped_cases": len(bad_cases),
+    }
+
+
+def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
+    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    settings = config["settings"]
+    overrides = {
+        "datalist": inputs["datalist"],
+        "task": config["task"],
+        "output_dir": str(folder / "run"),
+        "seed": config["seed"],
+        "max_epochs": settings["max_epochs"],
+        "ngf": settings["ngf"],
+        "ndf": settings["ndf"],
+        "batch_size": settings["batch_size"],
+        "snapshot_start": settings["snapshot_start"],
+        "snapshot_every": settings["snapshot_every"],
+        "preview_every": settings["preview_every"],
+        "resume": bool(resume),
+        **{k: v for k, v in runtime.items() if v is not None},
+    }
+    run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides))
+    model = folder / "run" / "model.pt"
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: the GAN training wrote no generator weights")
+    snapshots = sorted((folder / "run" / "snapshots").glob("*.pt")) if (folder / "run" / "snapshots").is_dir() else []
+    return {"model": "run/model.pt", "snapshots": [f"run/snapshots/{p.name}" for p in snapshots]}
+
+
+def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
+    from ..datalist import load_datalist
+
+    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    if not Path(inputs["config_file"]).is_file():
+        raise FileNotFoundError(
+            f"{inputs['config_file']}: the generator bundle's inference config is not there; {spec['label']} cannot be sampled"
+        )
+    out = folder / SYNTHETIC_SUBDIR
+    overrides: dict[str, Any] = {
+        "num_samples": config["num_samples"],
+        "output_dir": str(out),
+        "seed": config["seed"],
+        "task": config["task"],
+        **{k: v for k, v in runtime.items() if k == "device" and v is not None},
+    }
+    required = ("num_samples", "output_dir", "seed")
+    if config.get("network"):  # a generator trained by the study with its own widths
+        overrides.update(config["network"])
+        required += tuple(config["network"])
+    gan_dir = inputs.get("gan_dir")
+    if gan_dir is not None:
+        snapshots = Path(gan_dir) / "run" / "snapshots"
+        if config.get("use_snapshots") and snapshots.is_dir() and any(snapshots.glob("*.pt")):
+            overrides["snapshot_dir"] = str(snapshots)  # the paper's DCGAN scheme: every kept snapshot
+            required += ("snapshot_dir",)
+        else:
+            overrides["checkpoint"] = str(Path(gan_dir) / "run" / "model.pt")
+            required += ("checkpoint",)
+    else:
+        checkpoint = Path(inputs["checkpoint"])
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: generator file not found (given as {inputs.get('option')})")
+        overrides["checkpoint"] = str(checkpoint)
+        required += ("checkpoint",)
+    try:
+        run_bundle(Path(inputs["config_file"]), overrides, required=required)
+    except Exception as e:
+        if gan_dir is None:
+            from .stages import StageError, describe_error
+
+            raise StageError(
+                f"the generator file given as {inputs.get('option')} cannot be sampled with "
+                f"{Path(inputs['config_file']).parent.parent.name}: {describe_error(e)}"
+            ) from None
+        raise
+    datalist_path = out / "synthetic_datalist.json"
+    data = load_datalist(datalist_path)
+    return {
+        "datalist": f"{SYNTHETIC_SUBDIR}/synthetic_datalist.json",
+        "count": len(data["training"]),
+        "generator": data.get("generator", {}),
+    }
+
+
+def _metrics_summary(metrics: dict) -> tuple[dict, dict]:
+    values = {name: metrics[name] for name in METRICS}
+    intervals = {
+        name: {"low": metrics["confidence_intervals"][name]["low"], "high": metrics["confidence_intervals"][name]["high"]}
+        for name in METRICS
+    }
+    return values, intervals
+
+
+def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
+    import time
+
+    from ..classifier.data import count_table
+
+    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    settings = config["classifier_settings"]
+    common = {
+        "datalist": inputs["datalist"],
+        "dataset": config["centre_a_format"],
+        "task": config["task"],
+        "classifier": config["classifier"],
+        "seed": config["seed"],
+        "positive_class": config["positive_class"],
+        "batch_size": settings["batch_size"],
+        **{k: v for k, v in runtime.items() if v is not None},
+    }
+    train_overrides = {
+        **common,
+        "output_dir": str(folder / "train"),
+        "train_fraction": config["train_fraction"],
+        "synthetic": list(inputs.get("synthetic", [])),
+        "synthetic_count": config["synthetic_count"],
+        "real_lesions": inputs.get("real_lesions"),
+        "real_lesion_count": config.get("real_lesion_count"),
+        "max_epochs": settings["max_epochs"],
+        "epoch_length": settings["epoch_length"],
+    }
+    start = time.perf_counter()
+    workflow = run_bundle(Path(inputs["train_config"]), train_overrides, required=tuple(train_overrides), keep=True)
+    records = workflow.parser.get_parsed_content("train#records")
+    counts = count_table(records)
+    best = {}
+    try:
+        evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+        best = {"val_auprc": float(evaluator.state.best_metric), "epoch": int(evaluator.state.best_metric_epoch)}
+    except Exception:  # noqa: BLE001 - informative only
+        best = {}
+    del workflow, records
+    train_seconds = time.perf_counter() - start
+    checkpoint = folder / "train" / "model.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: the classifier training kept no checkpoint")
+    eval_overrides = {
+        **common,
+        "output_dir": str(folder / "eval"),
+        "checkpoint": str(checkpoint),
+        "subset": "test",
+        "n_bootstrap": config["n_bootstrap"],
+    }
+    start = time.perf_counter()
+    run_bundle(Path(inputs["eval_config"]), eval_overrides, required=tuple(eval_overrides))
+    eval_seconds = time.perf_counter() - start
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    values, intervals = _metrics_summary(metrics)
+    (folder / "train" / "model_final.pt").unlink(missing_ok=True)
+    if not config.get("keep_weights", True):
+        checkpoint.unlink(missing_ok=True)
+    return {
+        "metrics": values,
+        "ci": intervals,
+        "ci_level": metrics.get("ci_level"),
+        "positive_class": metrics.get("positive_class"),
+        "test_counts": metrics.get("counts"),
+        "n_test_patients": metrics.get("n_patients"),
+        "training_counts": counts,
+        "best_validation": best,
+        "timings": {"train_s": round(train_seconds, 3), "evaluate_s": round(eval_seconds, 3)},
+        "metrics_file": METRICS_FILE,
+        "weights": "train/model.pt" if config.get("keep_weights", True) else None,
+    }
+
+
+KINDS = {"datalist": run_datalist, "gan": run_gan, "synthetic": run_synthetic, "cell": run_cell}

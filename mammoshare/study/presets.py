@@ -1,0 +1,177 @@
+"""The study's experiment matrix and its two presets (``demo`` and ``paper``).
+
+The matrix (the paper's Tables 1 and 2): augmentation row x training data fraction x task x
+classifier x seed. A row names the synthetic sources whose patches are added (``wgangp``, ``dcgan``:
+centre B's BCDR generators, ``optimam``: centre C's medigan 00002 DCGAN) or the real BCDR lesions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "Row",
+    "ROWS",
+    "ROW_KEYS",
+    "TASKS",
+    "TASK_TABLES",
+    "CLASSIFIERS",
+    "FRACTIONS",
+    "GENERATORS",
+    "GanSettings",
+    "ClassifierSettings",
+    "Preset",
+    "PRESETS",
+    "DEMO",
+    "PAPER",
+    "row_by_key",
+    "fraction_label",
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One augmentation row of the tables."""
+
+    key: str
+    label: str
+    synthetic: tuple[str, ...] = ()  # generator keys, in the order the training set lists them
+    real_bcdr: bool = False
+
+
+ROWS: tuple[Row, ...] = (
+    Row("none", "None"),
+    Row("wgangp", "BCDR WGAN-GP", ("wgangp",)),
+    Row("dcgan", "BCDR DCGAN", ("dcgan",)),
+    Row("optimam", "OPTIMAM DCGAN", ("optimam",)),
+    Row("both_a", "Both (a): WGAN-GP + OPTIMAM", ("wgangp", "optimam")),
+    Row("both_b", "Both (b): DCGAN + OPTIMAM", ("dcgan", "optimam")),
+    Row("real_bcdr", "Real BCDR", (), True),
+)
+ROW_KEYS = tuple(r.key for r in ROWS)
+
+#: task -> (table file stem, title)
+TASKS = ("all", "mass")
+TASK_TABLES = {
+    "all": ("table1_all_lesions", "Table 1: healthy vs lesion patches, all lesion types"),
+    "mass": ("table2_masses", "Table 2: healthy vs lesion patches, masses only"),
+}
+#: classifier key -> label
+CLASSIFIERS = {"cnn": "CNN", "swin": "Swin-T"}
+#: training data fractions of centre A (the classifier bundle's ``train_fraction``)
+FRACTIONS = (1.0, 0.5)
+#: generator key -> (centre, bundle folder name, label)
+GENERATORS = {
+    "wgangp": ("B", "wgangp_bcdr", "BCDR WGAN-GP"),
+    "dcgan": ("B", "dcgan_bcdr", "BCDR DCGAN"),
+    "optimam": ("C", "dcgan_optimam", "OPTIMAM DCGAN (medigan 00002)"),
+}
+
+
+def row_by_key(key: str) -> Row:
+    """A row by key; accepts the labels' spellings too (``Both(a)``, ``real-bcdr``, ``WGAN-GP``)."""
+    norm = key.strip().lower().replace("-", "_").replace(" ", "_").replace("(", "_").replace(")", "")
+    norm = norm.strip("_")
+    aliases = {
+        "bcdr_wgan_gp": "wgangp", "wgan_gp": "wgangp", "bcdr_wgangp": "wgangp",
+        "bcdr_dcgan": "dcgan", "optimam_dcgan": "optimam",
+        "both__a": "both_a", "botha": "both_a", "both__b": "both_b", "bothb": "both_b",
+        "real": "real_bcdr", "realbcdr": "real_bcdr", "real_bcdr": "real_bcdr",
+    }
+    norm = aliases.get(norm, norm)
+    for row in ROWS:
+        if row.key == norm:
+            return row
+    raise ValueError(f"unknown augmentation row {key!r}; use one of {list(ROW_KEYS)}")
+
+
+def fraction_label(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+@dataclass(frozen=True)
+class GanSettings:
+    """Training settings of one GAN bundle (overrides of its ``train.json``)."""
+
+    max_epochs: dict[str, int]  # per task
+    ngf: int = 64
+    ndf: int = 64
+    batch_size: int = 16
+    snapshot_start: int = 500
+    snapshot_every: int = 50
+    preview_every: int = 50
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """Training settings of one classifier (overrides of the classifier bundle's ``train.json``)."""
+
+    max_epochs: int = 100
+    epoch_length: int | None = None
+    batch_size: int = 12
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    #: phantom data for centres A and B when no dataset is given (demo only)
+    phantom_default: bool
+    seeds: int
+    gans: dict[str, GanSettings]
+    classifiers: dict[str, ClassifierSettings]
+    #: synthetic lesion patches added per cell, in equal shares per source (the paper: 1200)
+    synthetic_count: int = 1200
+    #: real BCDR lesion patches added per task (the paper: 1148 all lesions, 500 masses)
+    real_lesion_count: dict[str, int] = field(default_factory=lambda: {"all": 1148, "mass": 500})
+    n_bootstrap: int = 1000
+    #: seed of the patient split and healthy boxes (datalists), of GAN training, of the synthetic sets
+    data_seed: int = 2021
+    gan_seed: int = 2021
+    synthetic_seed: int = 0
+    #: keep each cell's best classifier weights (model.pt); model_final.pt is always removed
+    keep_classifier_weights: bool = True
+    #: a demo OPTIMAM-layout generator is built when no --optimam-generator is given (demo only)
+    demo_optimam: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PAPER = Preset(
+    name="paper",
+    description="the paper's settings: GANs 3000 (DCGAN) / 10000 masses, 2700 all lesions (WGAN-GP) epochs, "
+    "1200 synthetic patches, 1148/500 real BCDR lesions, 100 classifier epochs, 3 seeds, 1000 bootstrap resamples",
+    phantom_default=False,
+    seeds=3,
+    gans={
+        "dcgan": GanSettings(max_epochs={"all": 3000, "mass": 3000}),
+        # the study samples WGAN-GP's last weights: snapshots every 1000th epoch only, for inspection
+        "wgangp": GanSettings(max_epochs={"all": 2700, "mass": 10000}, snapshot_every=1000),
+    },
+    classifiers={"cnn": ClassifierSettings(100), "swin": ClassifierSettings(100)},
+)
+
+DEMO = Preset(
+    name="demo",
+    description="a smoke run of the whole matrix on phantom data: tiny GANs (ngf = ndf = 8, 6 epochs), 40 "
+    "synthetic patches, CNN 2 epochs, Swin-T 1 epoch of 1 batch of 4, 2 seeds, 100 bootstrap resamples",
+    phantom_default=True,
+    seeds=2,
+    gans={
+        "dcgan": GanSettings(max_epochs={"all": 6, "mass": 6}, ngf=8, ndf=8, batch_size=8, snapshot_start=4,
+                             snapshot_every=1, preview_every=6),
+        "wgangp": GanSettings(max_epochs={"all": 6, "mass": 6}, ngf=8, ndf=8, batch_size=8, snapshot_start=4,
+                              snapshot_every=1, preview_every=6),
+    },
+    classifiers={"cnn": ClassifierSettings(max_epochs=2),
+                 "swin": ClassifierSettings(max_epochs=1, epoch_length=1, batch_size=4)},
+    synthetic_count=40,
+    real_lesion_count={"all": 40, "mass": 20},
+    n_bootstrap=100,
+    keep_classifier_weights=False,
+    demo_optimam=True,
+)
+
+PRESETS = {"demo": DEMO, "paper": PAPER}

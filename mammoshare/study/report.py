@@ -1,0 +1,445 @@
+"""The study's outputs: tables (Markdown and CSV), ``runs.json``, the paired comparison, the plot of
+deltas against "None", and ``report.md``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .presets import CLASSIFIERS, FRACTIONS, GENERATORS, ROWS, TASK_TABLES, TASKS, fraction_label
+from .tables import (
+    METRIC_LABELS,
+    METRICS,
+    aggregate,
+    markdown_table,
+    paired_comparison,
+    paired_csv,
+    paired_markdown,
+    table_csv,
+)
+
+__all__ = ["write_outputs", "environment", "plot_deltas", "DEVIATIONS", "DEMO_STATEMENT"]
+
+TASK_NAMES = {"all": "All lesions", "mass": "Masses"}
+
+DEMO_STATEMENT = (
+    "**These demo numbers mean nothing clinically.** The demo preset trains on PHANTOM data (synthetic "
+    "breast-shaped images with drawn lesions, written by `mammoshare phantom`), with tiny GANs (a few epochs, "
+    "ngf = ndf = 8), a few dozen synthetic patches, a CNN trained for 2 epochs and a Swin-T trained on one "
+    "batch, and a test set of a few dozen patches. It shows that every stage of the pipeline runs end to end; "
+    "it says nothing about whether shared generators help. Run `--preset paper` on real data for that."
+)
+
+DEVIATIONS = [
+    ("Lesion patch boxes",
+     "The original code subtracted the y margin twice, so GAN training crops put the lesion near the bottom "
+     "centre. Here every lesion box is the lesion's bounding box with a 60 px margin on every side, squared and "
+     "shifted inside the image (the paper's description).",
+     "No option; the original crop is a defect."),
+    ("Classifier translation",
+     "The original translation was min(-0.33 L, N(0, 0.25 L)), i.e. always negative. Here the jitter is "
+     "symmetric: zoom 1 + |N(0, 0.1)| and offsets N(0, 0.05 S) in x and y, crop only.",
+     "`--zoom_std` / `--shift_std` of the classifier bundle change the spread, not the sign; the one-sided "
+     "shift is not reproduced."),
+    ("Healthy boxes",
+     "The original code swapped the x and y axes of healthy boxes (until March 2022). Here x = column and "
+     "y = row everywhere; healthy boxes lie inside the breast with at most 40% background.",
+     "No option; the swap is a defect."),
+    ("WGAN-GP critic updates",
+     "The original code silently dropped n_critic = 5 (about 2 critic steps per generator step). Here the "
+     "critic takes 5 updates, each on a fresh real batch, per generator update (the paper).",
+     "`--n_critic 2` of the wgangp_bcdr bundle comes close to the original behaviour (the study does not "
+     "expose it)."),
+    ("Synthetic patches in the sampler",
+     "In one committed version of the original code the weighted sampler never drew synthetic samples. Here "
+     "the training set lists every added patch explicitly and a plain shuffled loader goes through all of them "
+     "every epoch.",
+     "No option; the bug is not reproduced."),
+    ("Canonical patches and jitter",
+     "Every patch, real or synthetic, healthy or lesion, becomes a canonical 128x128 patch first (crop + "
+     "cv2.INTER_AREA resize); the random zoom and translation act on canonical patches and only crop (never "
+     "pad), then Swin-T's 224x224 resize. A classifier cannot tell sources apart by their pre-processing. The "
+     "original code drew the zoom and translation on the box in the mammogram, before the area resize.",
+     "No option."),
+    ("Counts and balance",
+     "Synthetic patches: the preset's count (paper 1200) in equal shares per source (600 + 600 for 'Both'). "
+     "Real BCDR: 1148 (all lesions) / 500 (masses) lesion patches drawn with the seed from all BCDR subsets. "
+     "Balance: as many healthy patches of centre A as lesion patches, plus one extra healthy patch per added "
+     "lesion (new healthy boxes are sampled from centre A's training images when there are too few). The 50% "
+     "rows draw a random half of centre A's training patients with the seed. GANs are trained once per task "
+     "and sampled once per generator; the seeds vary the classifier (initialisation, order, draws).",
+     "`--synthetic_count` / `--real_lesion_count` of the classifier bundle (the study uses the preset's)."),
+    ("Positive class",
+     "F1 and AUPRC are computed with lesion as the positive class (the clinical convention); the original "
+     "code used healthy as the positive class. AUROC is the same either way. Every metrics file names the "
+     "positive class.",
+     "`mammoshare study --positive-class healthy` (the paper's convention; it also changes the validation "
+     "AUPRC that picks the best checkpoint)."),
+    ("Patient split",
+     "A seeded patient-level split ~70/15/15 stratified by label and breast density (largest remainder), "
+     "instead of the original's independent per-patient draws.",
+     "`mammoshare datalist --split FILE` takes an external split (the study builds its datalists with the "
+     "seeded split)."),
+]
+
+
+def environment(device: str | None, gpus: list[int]) -> dict[str, Any]:
+    import monai
+    import torch
+
+    from .. import __version__
+
+    info = {
+        "mammoshare": __version__,
+        "monai": monai.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "parallel_workers": [f"GPU {g}" for g in gpus],
+    }
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def _cell_entry(cell: dict, records: dict[str, dict], study_dir: Path) -> dict:
+    entry = {k: cell[k] for k in ("id", "label", "task", "classifier", "fraction", "row", "seed")}
+    if cell["status"] == "not_run":
+        return {**entry, "status": "not_run", "reason": cell["reason"]}
+    record = records.get(cell["spec_id"], {})
+    outputs = record.get("outputs") or {}
+    timings = dict(outputs.get("timings") or {})
+    if record.get("seconds") is not None:
+        timings["total_s"] = record["seconds"]
+    return {
+        **entry,
+        "status": record.get("status", "failed"),
+        "error": record.get("error"),
+        "reused": record.get("reused", False),
+        "dir": str(Path(record.get("dir", "")) if record.get("dir") else ""),
+        "hash": record.get("hash"),
+        "config": record.get("config"),
+        "metrics": outputs.get("metrics"),
+        "ci": outputs.get("ci"),
+        "ci_level": outputs.get("ci_level"),
+        "positive_class": outputs.get("positive_class"),
+        "training_counts": outputs.get("training_counts"),
+        "test_counts": outputs.get("test_counts"),
+        "best_validation": outputs.get("best_validation"),
+        "timings": timings,
+        "started": record.get("started"),
+        "finished": record.get("finished"),
+        "warnings": record.get("warnings", [])[:20],
+    }
+
+
+def plot_deltas(cells: list[dict], path: Path, tasks=TASKS) -> Path:
+    """Bars: mean over seeds of (row - None) per metric, classifier and training fraction; whiskers: the
+    row's 95% bootstrap interval (averaged over seeds) minus None's mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = aggregate(cells)
+    rows = [r for r in ROWS if r.key != "none"]
+    series = [(c, f) for c in CLASSIFIERS for f in FRACTIONS]
+    colours = ["#1f77b4", "#aec7e8", "#d62728", "#ff9896"]
+    fig, axes = plt.subplots(len(tasks), len(METRICS), figsize=(4.2 * len(METRICS), 3.6 * len(tasks)), squeeze=False)
+    width = 0.8 / len(series)
+    legend = False
+    for ti, task in enumerate(tasks):
+        for mi, metric in enumerate(METRICS):
+            ax = axes[ti][mi]
+            drawn = False
+            for si, (classifier, fraction) in enumerate(series):
+                base = groups.get((task, classifier, "none", fraction))
+                xs, heights, lower, upper = [], [], [], []
+                for ri, row in enumerate(rows):
+                    group = groups.get((task, classifier, row.key, fraction))
+                    if base is None or group is None or base.status != "done" or group.status != "done":
+                        continue
+                    delta = group.mean[metric] - base.mean[metric]
+                    low, high = group.ci.get(metric, (None, None))
+                    xs.append(ri + (si - (len(series) - 1) / 2) * width)
+                    heights.append(delta)
+                    lower.append(max(0.0, group.mean[metric] - low) if low is not None else 0.0)
+                    upper.append(max(0.0, high - group.mean[metric]) if high is not None else 0.0)
+                if xs:
+                    drawn = True
+                    ax.bar(xs, heights, width, yerr=[lower, upper], capsize=2, color=colours[si % len(colours)],
+                           label=f"{CLASSIFIERS[classifier]} {fraction_label(fraction)}", error_kw={"elinewidth": 0.8})
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.set_xticks(range(len(rows)))
+            ax.set_xticklabels([r.label.split(":")[0] for r in rows], rotation=35, ha="right", fontsize=8)
+            ax.set_title(f"{TASK_NAMES[task]}: Δ {METRIC_LABELS[metric]}", fontsize=9)
+            if not drawn:
+                ax.text(0.5, 0.5, "no cell ran\n(with None)", ha="center", va="center", transform=ax.transAxes,
+                        fontsize=9, color="grey")
+            if mi == 0:
+                ax.set_ylabel("row - None")
+            if drawn and not legend:
+                handles, labels = ax.get_legend_handles_labels()
+                legend = True
+    fig.suptitle("Difference to 'None' (mean over seeds); whiskers: the row's 95% bootstrap interval", fontsize=10)
+    if legend:
+        fig.legend(handles, labels, loc="lower center", ncol=len(series), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 if legend else 0, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _counts_text(table: dict[str, dict[str, int]] | None) -> tuple[str, str]:
+    if not table:
+        return "", ""
+
+    def one(cls: str) -> str:
+        items = table.get(cls, {})
+        return f"{sum(items.values())} (" + ", ".join(f"{k} {v}" for k, v in items.items()) + ")"
+
+    return one("lesion"), one("healthy")
+
+
+def _caption(plan, options, task: str) -> str:
+    n = len(plan.seeds)
+    centre_a = options.centre_a_format if hasattr(options, "centre_a_format") else "inbreast"
+    return (
+        f"Centre A ({centre_a}{', PHANTOM data' if plan.inputs.centre_a_option.startswith('the demo') else ''}) test "
+        f"subset, task {task!r}. Cells: mean(std) over {n} seed{'s' if n != 1 else ''} (std: sample standard "
+        f"deviation; the mean alone for one seed); positive class: {options.positive_class}; bold: the best of the "
+        f"column for each classifier. Preset {plan.preset.name}."
+    )
+
+
+def write_outputs(plan, records: dict[str, dict], options, stage_seconds: dict[str, float], seconds: float,
+                  ran: list[str], reused: list[str], gpus: list[int]) -> dict[str, Any]:
+    """Write every output file of the study; returns ``{name: path}`` plus ``"_cells"`` (the cells)."""
+    study_dir = plan.study_dir
+    for spec in plan.specs:
+        if spec["id"] in records:
+            records[spec["id"]].setdefault("dir", spec["dir"])
+    cells = [_cell_entry(cell, records, study_dir) for cell in plan.cells]
+    groups = aggregate(cells)
+    outputs: dict[str, Any] = {}
+    tables_md = {}
+    for task in TASKS:
+        stem, title = TASK_TABLES[task]
+        text = markdown_table(task, groups, title, _caption(plan, options, task))
+        tables_md[task] = text
+        outputs[f"{stem}.md"] = _write(study_dir / f"{stem}.md", text)
+        outputs[f"{stem}.csv"] = _write(study_dir / f"{stem}.csv", table_csv(task, groups))
+    paired = paired_comparison(cells)
+    paired_md = paired_markdown(paired)
+    outputs["paired_comparison.md"] = _write(study_dir / "paired_comparison.md", paired_md)
+    outputs["paired_comparison.csv"] = _write(study_dir / "paired_comparison.csv", paired_csv(paired))
+    outputs["deltas_vs_none.png"] = plot_deltas(cells, study_dir / "deltas_vs_none.png")
+
+    env = environment(options.device, gpus)
+    failed = [r for r in records.values() if r.get("status") == "failed"]
+    stages = [
+        {k: v for k, v in records[s["id"]].items() if k != "warnings"} | {"warnings": records[s["id"]].get("warnings", [])[:20]}
+        for s in plan.specs if s["kind"] != "cell" and s["id"] in records
+    ]
+    study = {
+        "preset": plan.preset.as_dict(),
+        "written": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "study_dir": str(study_dir),
+        "seeds": plan.seeds,
+        "selection": plan.selection,
+        "positive_class": options.positive_class,
+        "centre_a_format": options.centre_a_format,
+        "inputs": {
+            "centre_a": str(plan.inputs.centre_a_root), "centre_a_from": plan.inputs.centre_a_option,
+            "bcdr": str(plan.inputs.bcdr_root) if plan.inputs.bcdr_root else None, "bcdr_from": plan.inputs.bcdr_option,
+            "bcdr_generators": {t: {g: str(p) for g, p in files.items()} for t, files in plan.inputs.generator_files.items()},
+            "optimam_generator": str(plan.inputs.optimam_file) if plan.inputs.optimam_file else None,
+            "optimam_from": plan.inputs.optimam_option if plan.inputs.optimam_file else None,
+            "optimam_reason": None if plan.inputs.optimam_file else plan.inputs.optimam_reason,
+            "notes": plan.inputs.notes,
+        },
+        "environment": env,
+        "this_invocation": {
+            "seconds": round(seconds, 3),
+            "seconds_per_phase": {k: round(v, 3) for k, v in stage_seconds.items()},
+            "stages_run": ran,
+            "stages_reused": len(reused),
+        },
+        "exit_status": 1 if failed else 0,
+    }
+    runs = {"study": study, "stages": stages, "cells": cells, "paired_comparison": paired}
+    outputs["runs.json"] = _write(study_dir / "runs.json", json.dumps(runs, indent=1, default=str) + "\n")
+    report = _report(plan, options, records, cells, tables_md, paired_md, env, stage_seconds, seconds, ran, reused)
+    outputs["report.md"] = _write(study_dir / "report.md", report)
+    outputs["_cells"] = cells
+    return outputs
+
+
+def _report(plan, options, records, cells, tables_md, paired_md, env, stage_seconds, seconds, ran, reused) -> str:
+    preset = plan.preset
+    lines = [f"# Study report: preset `{preset.name}`", ""]
+    lines += [f"Written {_dt.datetime.now().astimezone().isoformat(timespec='seconds')} by mammoshare {env['mammoshare']}.",
+              ""]
+    if preset.name == "demo":
+        lines += [DEMO_STATEMENT, ""]
+    failed_cells = [c for c in cells if c["status"] == "failed"]
+    failed_stages = [r for r in records.values() if r.get("status") == "failed" and r.get("kind") != "cell"]
+    done_cells = [c for c in cells if c["status"] == "done"]
+    not_run = [c for c in cells if c["status"] == "not_run"]
+    lines += [
+        "## Outcome", "",
+        f"- cells: {len(cells)} in the matrix; {len(done_cells)} done, {len(failed_cells)} failed, {len(not_run)} not run "
+        "(by design: a source not given, or not selected)",
+        f"- stages run in this invocation: {len(ran)}; reused from earlier runs: {len(reused)}",
+    ]
+    if failed_cells or failed_stages:
+        lines += ["- **failures** (the exit status is non-zero):"]
+        for r in failed_stages:
+            lines.append(f"  - stage `{r['id']}`: {r.get('error')}")
+        errors = Counter(c.get("error") for c in failed_cells)
+        for error, count in errors.items():
+            lines.append(f"  - {count} cell(s): {error}")
+    reasons = Counter(c["reason"] for c in not_run)
+    if reasons:
+        lines += ["- not run:"] + [f"  - {count} cell(s): {reason}" for reason, count in reasons.items()]
+    lines += [""]
+
+    # setup
+    lines += ["## Setup", ""]
+    lines += [f"- preset `{preset.name}`: {preset.description}"]
+    lines += [f"- seeds: {plan.seeds} (classifier seeds; datalists split with seed {preset.data_seed}, GANs trained "
+              f"with seed {preset.gan_seed}, synthetic sets drawn with seed {preset.synthetic_seed})"]
+    lines += [f"- selection: rows {plan.selection['rows']}, tasks {plan.selection['tasks']}, classifiers "
+              f"{plan.selection['classifiers']}, training data {[fraction_label(f) for f in plan.selection['fractions']]}"]
+    lines += [f"- positive class of F1 / AUROC / AUPRC and of the validation AUPRC that keeps the best checkpoint: "
+              f"**{options.positive_class}**"]
+    inputs = plan.inputs
+    lines += [f"- centre A ({options.centre_a_format}): {inputs.centre_a_root} ({inputs.centre_a_option})"]
+    lines += [f"- centre B (BCDR): {inputs.bcdr_root if inputs.bcdr_root else 'not given'}"
+              + (f" ({inputs.bcdr_option})" if inputs.bcdr_root else "")]
+    for task, files in inputs.generator_files.items():
+        lines += [f"- BCDR generator files for the task {task}: DCGAN {files['dcgan']}, WGAN-GP {files['wgangp']}"]
+    lines += [f"- centre C (OPTIMAM): {inputs.optimam_file} ({inputs.optimam_option})" if inputs.optimam_file
+              else f"- centre C (OPTIMAM): not run: {inputs.optimam_reason}"]
+    for note in inputs.notes:
+        lines += [f"- {note}"]
+    gan_lines = []
+    for generator, settings in preset.gans.items():
+        gan_lines.append(f"{GENERATORS[generator][2]}: epochs {settings.max_epochs}, ngf {settings.ngf}, ndf "
+                         f"{settings.ndf}, batch {settings.batch_size}, snapshots from epoch {settings.snapshot_start} "
+                         f"every {settings.snapshot_every}")
+    lines += ["- GANs (when trained by the study): " + "; ".join(gan_lines)
+              + ". The DCGAN's synthetic set spreads its samples over all kept snapshots (the paper's scheme); "
+              "the WGAN-GP's comes from its last weights."]
+    clf = "; ".join(
+        f"{CLASSIFIERS[k]}: at most {v.max_epochs} epoch{'s' if v.max_epochs != 1 else ''}"
+        + (f" of {v.epoch_length} batch{'es' if v.epoch_length != 1 else ''}" if v.epoch_length else "")
+        + f", batch size {v.batch_size}" for k, v in preset.classifiers.items())
+    lines += [f"- classifiers: {clf}; SGD lr 0.001 momentum 0.9; best checkpoint by validation AUPRC"]
+    lines += [f"- synthetic patches per cell: {preset.synthetic_count} in equal shares per source; real BCDR lesions: "
+              f"{preset.real_lesion_count}; bootstrap: {preset.n_bootstrap} patient-level resamples (95% intervals)"]
+    lines += [""]
+
+    # data counts
+    lines += ["### Data", ""]
+    datalists = [r for r in records.values() if r.get("kind") == "datalist" and r.get("status") == "done"]
+    if datalists:
+        lines += ["| datalist | subset | patients | lesion | healthy |", "|---|---|---:|---:|---:|"]
+        for r in sorted(datalists, key=lambda r: r["id"]):
+            for subset, c in r["outputs"]["counts"].items():
+                lines.append(f"| {r.get('label', r['id'])} | {subset} | {c['patients']} | {c['lesion']} | {c['healthy']} |")
+        lines += [""]
+    synthetic = [r for r in records.values() if r.get("kind") == "synthetic" and r.get("status") == "done"]
+    if synthetic:
+        lines += ["Synthetic sets: " + "; ".join(f"{r.get('label', r['id'])}: {r['outputs']['count']} patches"
+                                                for r in sorted(synthetic, key=lambda r: r["id"])), ""]
+    first_seed = plan.seeds[0]
+    shown = {}
+    for c in done_cells:
+        if c["seed"] == first_seed and c.get("training_counts"):
+            shown.setdefault((c["task"], c["fraction"], c["row"]), c)
+    if shown:
+        lines += [f"Training sets per cell (from the cells' training sets, seed {first_seed}; the classifiers of a "
+                  "row share it; other seeds draw other patients and patches in the same amounts):", "",
+                  "| task | training data | augmentation | lesion (by source) | healthy (by source) |",
+                  "|---|---|---|---|---|"]
+        row_order = [r.key for r in ROWS]
+        for (task, fraction, row), c in sorted(shown.items(), key=lambda kv: (kv[0][0], -kv[0][1], row_order.index(kv[0][2]))):
+            lesion, healthy = _counts_text(c["training_counts"])
+            lines.append(f"| {task} | {fraction_label(fraction)} | {dict((r.key, r.label) for r in ROWS)[row]} | {lesion} | {healthy} |")
+        tests = {(c["task"]): c.get("test_counts") for c in done_cells if c.get("test_counts")}
+        lines += [""] + [f"- centre A test subset, task {task}: {counts.get('lesion', 0)} lesion, "
+                         f"{counts.get('healthy', 0)} healthy patches" for task, counts in sorted(tests.items())] + [""]
+
+    # environment and time
+    lines += ["## Environment", ""]
+    for key in ("mammoshare", "monai", "torch", "python", "platform", "machine", "processor", "cpu_count",
+                "torch_threads", "device", "gpus", "parallel_workers"):
+        if env.get(key) not in (None, [], ""):
+            lines.append(f"- {key}: {env[key]}")
+    lines += ["", "## Time", "", f"This invocation: {seconds:.1f} s.", "",
+              "| stage kind | run now | reused | failed | wall time now (s) | recorded time of all done stages (s) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for r in records.values():
+        by_kind[r.get("kind", "?")].append(r)
+    for kind in ("datalist", "gan", "synthetic", "cell"):
+        rs = by_kind.get(kind, [])
+        now_ids = set(ran)
+        recorded = sum(r.get("seconds") or 0 for r in rs if r.get("status") == "done")
+        lines.append(f"| {kind} | {sum(r['id'] in now_ids for r in rs)} | {sum(bool(r.get('reused')) for r in rs)} | "
+                     f"{sum(r.get('status') == 'failed' for r in rs)} | {stage_seconds.get(kind, 0.0):.1f} | {recorded:.1f} |")
+    lines += [f"| planning (inputs, phantom data) | | | | {stage_seconds.get('planning (inputs, phantom data)', 0.0):.1f} | |"]
+    cell_times = defaultdict(list)
+    for c in done_cells:
+        if c.get("timings", {}).get("total_s") is not None:
+            cell_times[c["classifier"]].append(c["timings"]["total_s"])
+    if cell_times:
+        lines += ["", "Time per cell (train + evaluate): " + "; ".join(
+            f"{CLASSIFIERS[k]} mean {np.mean(v):.1f} s over {len(v)} cells" for k, v in cell_times.items())]
+    lines += [""]
+
+    # results
+    lines += ["## Results", ""]
+    lines += ["Files: `table1_all_lesions.md` / `.csv`, `table2_masses.md` / `.csv`, `paired_comparison.md` / `.csv`, "
+              "`deltas_vs_none.png`, `runs.json` (every cell: config, hash, status, metrics, intervals, timings, "
+              "errors). Tables hold every row of the matrix; cells that were not selected or whose source was not "
+              "given read 'not run' with the reason in a footnote.", ""]
+    for task in TASKS:
+        lines += [tables_md[task].replace("## ", "### ", 1), ""]
+    lines += [paired_md.replace("## ", "### ", 1), "", "![deltas](deltas_vs_none.png)", ""]
+
+    # deviations
+    lines += ["## Where this implementation differs from the original code", "",
+              "The project implements the paper; where the authors' code differs (defects included), it follows the "
+              "paper and says so here.", "",
+              "| topic | this implementation (and the original code) | to get the original behaviour |", "|---|---|---|"]
+    for topic, here, original in DEVIATIONS:
+        cells = [text.replace("|", "\\|") for text in (topic, here, original)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""]
+    return "\n".join(lines)
