@@ -1,13 +1,11 @@
 """GAN bundles: training through monai.bundle, outputs, snapshots, resume, n_critic, gradient penalty."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine

@@ -10,7 +10,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 
 __all__ = [
