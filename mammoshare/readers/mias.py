@@ -204,12 +204,10 @@ def parse_info(path: str | os.PathLike, collector: CaseCollector) -> list[MiasRo
 def _image_index(root: Path, info: Path) -> dict[str, Path]:
     """``{refnum: image file}``: the PGM beside Info.txt first, then a PNG there, then anywhere under root."""
     found: dict[str, list[Path]] = defaultdict(list)
-    for folder in [info.parent, root]:
-        files = folder.iterdir() if folder == info.parent else root.rglob("*")
-        for p in sorted(files):
-            m = _IMAGE_NAME.match(p.name)
-            if m and p.is_file():
-                found[m.group(1).lower()].append(p)
+    for p in sorted([*info.parent.iterdir(), *root.rglob("*")]):
+        m = _IMAGE_NAME.match(p.name)
+        if m and p.is_file():
+            found[m.group(1).lower()].append(p)
     index = {}
     for refnum, paths in found.items():
         paths = sorted(set(paths), key=lambda p: (p.parent != info.parent, p.suffix.lower() != ".pgm", str(p)))
