@@ -31,7 +31,7 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         args.root,
         task=args.task,
         seed=args.seed,
-        split_file=args.split,
+        split=args.split,
         skip_bad=args.skip_bad,
         healthy_per_image=args.healthy_per_image,
         healthy_box_size=args.healthy_box_size,
@@ -44,6 +44,10 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         print(f"{subset:>10}: {patients:4d} patients, {labels[1]:5d} lesion, {labels[0]:5d} healthy patches")
     if datalist["phantom"]:
         print("PHANTOM dataset: synthetic images with no clinical meaning")
+    if datalist.get("notes"):
+        print(f"{len(datalist['notes'])} case(s) give no record by the dataset's definition (listed under 'notes'):")
+        for note in datalist["notes"]:
+            print(f"  - {note['file']} [{note['case']}]: {note['problem']}")
     if bad_cases:
         print(f"skipped {len(bad_cases)} bad case(s), listed in {out.with_name(out.stem + '.skipped.json')}")
     print(f"wrote {out}")
@@ -66,19 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("phantom", help="write the synthetic phantom datasets (INbreast, BCDR, CBIS-DDSM layouts)")
-    p.add_argument("--out", required=True, type=Path, help="folder to write DIR/inbreast, DIR/bcdr, DIR/cbis-ddsm into")
+    p = sub.add_parser(
+        "phantom", help="write the synthetic phantom datasets (INbreast, BCDR, CBIS-DDSM, mini-MIAS layouts)"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="folder to write DIR/inbreast, DIR/bcdr, DIR/cbis-ddsm, DIR/mias into"
+    )
     p.add_argument("--seed", type=int, default=2021)
-    p.add_argument("--datasets", nargs="+", choices=["inbreast", "bcdr", "cbis-ddsm"], help="only these layouts")
+    p.add_argument("--datasets", nargs="+", choices=["inbreast", "bcdr", "cbis-ddsm", "mias"], help="only these layouts")
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("datalist", help="turn a raw dataset into a datalist JSON split by patient")
-    p.add_argument("--dataset", required=True, choices=["inbreast", "bcdr", "cbis-ddsm"])
+    p.add_argument("--dataset", required=True, choices=["inbreast", "bcdr", "cbis-ddsm", "mias"])
     p.add_argument("--root", required=True, type=Path, help="the dataset's root folder")
     p.add_argument("--task", choices=["all", "mass"], default="all", help="all lesion types, or masses only")
     p.add_argument("--out", required=True, type=Path, help="the datalist JSON to write")
     p.add_argument("--seed", type=int, default=2021, help="seed of the split and of the healthy boxes")
-    p.add_argument("--split", type=Path, help="external split file: JSON or CSV patient_id -> subset")
+    p.add_argument(
+        "--split",
+        help="random (seeded patient split, stratified by label and density), official (the dataset's own "
+        "training/test split, validation drawn from its training patients; CBIS-DDSM only, and its default), "
+        "or a split file: JSON or CSV patient_id -> subset. Default: official for CBIS-DDSM, random otherwise",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip bad cases (listed beside the datalist) instead of stopping")
     p.add_argument("--healthy-per-image", "--healthy_per_image", dest="healthy_per_image", type=int, default=5)
     p.add_argument("--healthy-box-size", "--healthy_box_size", dest="healthy_box_size", type=int, default=128)

@@ -97,11 +97,14 @@ class CaseCollector:
     ``with collector.case(file, case_id): ...`` turns any error of that case into a :class:`BadCase`
     and goes on with the next case; :meth:`finish` then raises a :class:`DatalistError` listing all of
     them, unless ``skip_bad`` is set, in which case they are kept in ``bad_cases`` for the report.
+    :meth:`note` reports a case that gives no record by the dataset's own definition (e.g. a lesion
+    without a location): logged and kept in ``notes``, never an error.
     """
 
     def __init__(self, skip_bad: bool = False):
         self.skip_bad = skip_bad
         self.bad_cases: list[BadCase] = []
+        self.notes: list[BadCase] = []
 
     @contextlib.contextmanager
     def case(self, file: str | os.PathLike, case_id: str) -> Iterator[None]:
@@ -118,6 +121,11 @@ class CaseCollector:
 
     def add(self, file: str | os.PathLike, case_id: str, problem: str) -> None:
         self.bad_cases.append(BadCase(str(file), str(case_id), problem))
+
+    def note(self, file: str | os.PathLike, case_id: str, message: str) -> None:
+        note = BadCase(str(file), str(case_id), message)
+        self.notes.append(note)
+        logger.warning("not used: %s", note)
 
     def finish(self, what: str) -> list[BadCase]:
         if self.bad_cases and not self.skip_bad:

@@ -438,3 +438,18 @@ def test_no_bcdr_csv(tmp_path):
     (tmp_path / "BCDR-D01_dataset").mkdir()
     with pytest.raises(DatalistError, match=r"bcdr_<code>_outlines\.csv"):
         build_datalist("bcdr", tmp_path, "all")
+
+
+@pytest.mark.parametrize("code, kind", [("D01", "outlines"), ("DN01", "img")])
+def test_csv_with_header_only_is_a_bad_case(broken_root, datalists, code, kind):
+    path = _csv_path(broken_root, code, kind)
+    header, _ = _raw_rows(path)
+    _write_rows(path, header, [])
+    with pytest.raises(DatalistError, match=r"the CSV has its header but no .* rows") as info:
+        build_datalist("bcdr", broken_root, "all")
+    (bad,) = info.value.bad_cases
+    assert bad.file == str(path)
+    datalist, skipped = build_datalist("bcdr", broken_root, "all", skip_bad=True)
+    assert [b.file for b in skipped] == [str(path)]
+    prefixes = {r["patient_id"].split("_")[0] for r in datalist_records(datalist)}
+    assert code not in prefixes and prefixes  # that folder's records are gone, the others stay

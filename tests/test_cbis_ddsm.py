@@ -519,3 +519,45 @@ def test_mask_is_the_binary_full_size_candidate(cbis_root, tmp_path):
     path, lesion = find_roi_mask(root, csv_mask, None, shape)
     assert path == series / "000002.dcm"
     assert np.array_equal(lesion, _true_mask(cbis_root, row))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_official_split_is_the_default(cbis_root, datalists, task):
+    """test = the official Test patients; validation drawn from the official training patients."""
+    datalist, _ = datalists[task]
+    assert datalist["split_method"] == "official"
+    official = defaultdict(set)
+    for r in datalist_records(datalist):
+        official[r["patient_id"]].add(r["official_subset"])
+    assert all(len(s) == 1 for s in official.values())  # the phantom's official subsets are by patient
+    test = {p for p, s in official.items() if s == {"test"}}
+    assert {r["patient_id"] for r in datalist["test"]} == test
+    validation = {r["patient_id"] for r in datalist["validation"]}
+    training = {r["patient_id"] for r in datalist["training"]}
+    assert validation and training and not (validation | training) & test
+    assert all(r["official_subset"] == "train" for s in ("training", "validation") for r in datalist[s])
+    explicit, _ = build_datalist("cbis-ddsm", cbis_root, task, split="official")
+    assert explicit == datalist
+
+
+def test_random_split_stays_available(cbis_root, datalists):
+    random_split, _ = build_datalist("cbis-ddsm", cbis_root, "mass", split="random")
+    assert random_split["split_method"] == "random"
+    official = datalists["mass"][0]
+    assert datalist_records(random_split, ["training", "validation", "test"]) != datalist_records(official)
+    assert sorted(map(str, datalist_records(random_split))) == sorted(map(str, datalist_records(official)))
+    assert {r["patient_id"] for r in random_split["test"]} != {r["patient_id"] for r in official["test"]}
+
+
+def test_official_split_sends_a_patient_in_both_subsets_to_test():
+    from mammoshare.readers import official_split
+
+    records = [
+        {"patient_id": p, "label": 1, "density": 2, "official_subset": s}
+        for p, s in [("a", "train"), ("a", "test"), ("b", "test")] + [(f"t{i}", "train") for i in range(20)]
+    ]
+    split = official_split(records, seed=0)
+    assert split["a"] == split["b"] == "test"
+    assert Counter(split[f"t{i}"] for i in range(20)) == Counter({"training": 17, "validation": 3})
+    with pytest.raises(DatalistError, match="has no official subset"):
+        official_split([{"patient_id": "x", "label": 0, "density": None}], seed=0)

@@ -215,7 +215,8 @@ def test_metadata_is_schema_valid(bundle):
 def test_paper_defaults_in_configs():
     dcgan = json.loads((REPO / "bundles/dcgan_bcdr/configs/train.json").read_text())
     wgan = json.loads((REPO / "bundles/wgangp_bcdr/configs/train.json").read_text())
-    assert (dcgan["max_epochs"], dcgan["batch_size"], dcgan["task"]) == (3000, 16, "mass")
+    assert (dcgan["max_epochs"], dcgan["batch_size"]) == (3000, 16)
+    assert dcgan["task"] == wgan["task"] == "$mammoshare.readers.datalist_task(@datalist, default='mass')"
     assert (dcgan["snapshot_start"], dcgan["snapshot_every"], dcgan["real_label_range"]) == (500, 50, [0.8, 1.1])
     assert wgan["max_epochs"] == "$10000 if @task == 'mass' else 2700"
     assert (wgan["n_critic"], wgan["gp_weight"], wgan["betas"], wgan["g_lr"]) == (5, 10.0, [0.5, 0.9], 0.0001)

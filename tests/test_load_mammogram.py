@@ -160,3 +160,81 @@ def test_dictionary_twin_and_cache(tmp_path, pixels):
         out = load({"image": "a.dcm", "label": 1})
     assert out["image"].shape == (1, 60, 40) and out["label"] == 1
     assert cache.decode_count == 1
+
+
+def _patched_dicom(path, pixels, keyword, marker, bad):
+    """A DICOM whose ``keyword`` holds the text ``bad``: written with ``marker`` (as long as ``bad``),
+    then patched in the bytes, since pydicom refuses to write an invalid number."""
+    path = write_mg_dicom(path, pixels, "p", "L", "CC", window=(8000, 4000))
+    ds = pydicom.dcmread(path)
+    setattr(ds, keyword, marker)
+    ds.save_as(path)
+    data = path.read_bytes()
+    assert data.count(marker.encode()) == 1 and len(marker) == len(bad)
+    path.write_bytes(data.replace(marker.encode(), bad.encode()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "keyword, marker, bad",
+    [
+        ("RescaleSlope", "7.25", "abcd"),
+        ("RescaleIntercept", "-3.5", "none"),
+        ("WindowCenter", "8123.5", "centre"),
+        ("WindowWidth", "4321.5", "widest"),
+        ("NumberOfFrames", "000000000001", "onlyoneframe"),
+    ],
+)
+def test_non_numeric_header_field_names_file_and_field(tmp_path, pixels, keyword, marker, bad):
+    path = _patched_dicom(tmp_path / "field.dcm", pixels, keyword, marker, bad)
+    with pytest.raises(MammogramError, match=rf"field\.dcm: DICOM field {keyword} \(0028,[0-9A-F]{{4}}\) is '{bad}', not a number"):
+        read_mammogram(path)
+    with pytest.raises(MammogramError, match=keyword):
+        LoadMammogram()(path)
+
+
+def _float_dicom(path, values):
+    path = write_mg_dicom(path, (np.nan_to_num(values, posinf=0, neginf=0) * 100).astype(np.uint16), "p", "L", "CC")
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    for keyword in ("BitsStored", "HighBit", "PixelRepresentation", "RescaleSlope", "RescaleIntercept"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.astype(np.float32).tobytes()
+    ds.save_as(path)
+    return path
+
+
+def test_float_pixel_data_is_read_not_reported_missing(tmp_path, pixels):
+    values = pixels.astype(np.float32) / 7.0
+    image, _ = read_mammogram(_float_dicom(tmp_path / "float.dcm", values))
+    np.testing.assert_allclose(image, _minmax(values), atol=1e-6)
+    values[3, 4] = np.nan
+    with pytest.raises(MammogramError, match=r"nanfloat\.dcm: 1 NaN and 0 infinite pixel value\(s\) \(the first at row 3, column 4\)"):
+        read_mammogram(_float_dicom(tmp_path / "nanfloat.dcm", values))
+
+
+def test_header_only_dicom_is_called_truncated(tmp_path, pixels):
+    path = write_mg_dicom(tmp_path / "short.dcm", pixels, "p", "L", "CC")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(MammogramError, match=r"short\.dcm: the file ends after 300 bytes.*truncated") as info:
+        read_mammogram(path)
+    assert "holds no pixel data" not in str(info.value)
+    ds = pydicom.dcmread(write_mg_dicom(tmp_path / "nopix.dcm", pixels, "p", "L", "CC"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopix.dcm")
+    with pytest.raises(MammogramError, match=r"nopix\.dcm: the header describes a 40x60 image, but the file ends"):
+        read_mammogram(tmp_path / "nopix.dcm")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_a_float_tiff_is_an_error(tmp_path, bad):
+    values = np.random.RandomState(1).rand(30, 20).astype(np.float32)
+    values[7, 2] = bad
+    tifffile.imwrite(tmp_path / "float.tif", values)
+    with pytest.raises(MammogramError, match=r"float\.tif: .* pixel value\(s\) \(the first at row 7, column 2\)"):
+        read_mammogram(tmp_path / "float.tif")
+    values[7, 2] = 0.5
+    tifffile.imwrite(tmp_path / "float.tif", values)
+    assert np.isfinite(read_mammogram(tmp_path / "float.tif")[0]).all()

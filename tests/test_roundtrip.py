@@ -12,7 +12,7 @@ from mammoshare.data import patch_dataset
 from mammoshare.datalist import PHANTOM_MARKER, SUBSETS, datalist_records, load_datalist
 from transforms import DecodedImageCache
 
-FORMATS = ["inbreast", "bcdr", "cbis-ddsm"]
+FORMATS = ["inbreast", "bcdr", "cbis-ddsm", "mias"]
 
 
 @pytest.fixture(scope="module")

@@ -49,12 +49,84 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+class NonFinitePixelsError(ValueError):
+    """Pixel values that are NaN or infinite (float images); :func:`read_mammogram` names the file."""
+
+
+def _check_finite(array: np.ndarray) -> None:
+    """Raise :class:`NonFinitePixelsError` when a float array holds NaN or infinite values: one such
+    pixel would make the whole min-max scaled image NaN."""
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    row, col = (int(v) for v in np.argwhere(~finite)[0][-2:]) if array.ndim >= 2 else (0, 0)
+    raise NonFinitePixelsError(
+        f"{nan} NaN and {inf} infinite pixel value(s) (the first at row {row}, column {col}); "
+        "a mammogram needs finite pixel values"
+    )
+
+
 def _minmax(array: np.ndarray) -> np.ndarray:
+    _check_finite(array)
     array = array.astype(np.float32, copy=False)
     low, high = float(array.min()), float(array.max())
     if high <= low:
         return np.zeros_like(array, dtype=np.float32)
     return (array - low) / (high - low)
+
+
+#: header fields whose values must be numbers; a text value would end in a numpy error far from the file
+_NUMERIC_DICOM_FIELDS = (
+    "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "NumberOfFrames",
+    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "PixelSpacing", "ImagerPixelSpacing",
+)
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _check_numeric_fields(ds, path: Path) -> None:
+    """Raise :class:`MammogramError` naming the file and the field when a numeric header field holds
+    text (``RescaleSlope = 'abc'``), or a NaN or infinite number."""
+    for keyword in _NUMERIC_DICOM_FIELDS:
+        if keyword not in ds:
+            continue
+        with warnings.catch_warnings():  # pydicom warns about the invalid value; the error below says it
+            warnings.simplefilter("ignore")
+            element = ds[keyword]
+            value = element.value
+        if value is None or value == "":
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            numbers = None
+        if numbers is None or not all(np.isfinite(numbers)):
+            shown = "\\".join(str(v) for v in values)
+            raise MammogramError(
+                path, f"DICOM field {keyword} {element.tag} is {shown!r}, not a number; fix or remove this field"
+            )
+
+
+def _no_pixel_data(ds, path: Path) -> MammogramError:
+    """The error for a DICOM without a pixel data element: a truncated file, or not an image."""
+    size = path.stat().st_size
+    if "Rows" in ds and "Columns" in ds:
+        return MammogramError(
+            path,
+            f"the header describes a {ds.Columns}x{ds.Rows} image, but the file ends after {size} bytes without "
+            "its pixel data: a truncated or incomplete file (download it again)",
+        )
+    sop = ds.get("SOPClassUID", None) or ds.file_meta.get("MediaStorageSOPClassUID", None)
+    if sop is not None and str(sop) and "Image" not in getattr(sop, "name", "Image"):
+        return MammogramError(path, f"a DICOM {getattr(sop, 'name', sop)}, not an image: it has no pixel data")
+    return MammogramError(
+        path,
+        f"the file ends after {size} bytes, inside or right after its header: no image attributes (Rows, "
+        "Columns) and no pixel data; a truncated or incomplete file (download it again)",
+    )
 
 
 def _read_dicom(path: Path, apply_voi: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -68,15 +140,16 @@ def _read_dicom(path: Path, apply_voi: bool) -> tuple[np.ndarray, dict[str, Any]
         raise MammogramError(path, f"not a valid DICOM file ({e})") from e
     except Exception as e:  # truncated headers raise a zoo of errors inside pydicom
         raise MammogramError(path, f"cannot read DICOM header ({type(e).__name__}: {e})") from e
-    if "PixelData" not in ds:
-        raise MammogramError(path, "DICOM file holds no pixel data")
+    if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
+        raise _no_pixel_data(ds, path)
+    _check_numeric_fields(ds, path)
     samples = int(ds.get("SamplesPerPixel", 1))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise MammogramError(
             path, f"colour image ({photometric}, {samples} samples per pixel); a greyscale mammogram is expected"
         )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = int(float(ds.get("NumberOfFrames", 1) or 1))
     if frames > 1:
         raise MammogramError(path, f"multi-frame image ({frames} frames); a single-frame mammogram is expected")
     modality = str(ds.get("Modality", "")).strip()
@@ -87,7 +160,8 @@ def _read_dicom(path: Path, apply_voi: bool) -> tuple[np.ndarray, dict[str, Any]
     except Exception as e:  # truncated pixel data, missing decoder plugin, corrupt codestream
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
         name = getattr(syntax, "name", str(syntax))
-        raise MammogramError(path, f"cannot decode pixel data ({name}): {e}") from e
+        element = next(k for k in _PIXEL_DATA_KEYWORDS if k in ds)
+        raise MammogramError(path, f"cannot decode pixel data ({element}, {name}): {e}") from e
     if pixels.ndim != 2:
         raise MammogramError(path, f"pixel data has shape {pixels.shape}; one 2D frame is expected")
     values = apply_modality_lut(pixels, ds)
@@ -171,17 +245,22 @@ def read_mammogram(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.
 
     Returns a float32 ``(H, W)`` array in [0, 1] (rows and columns as stored in the file; DICOM
     MONOCHROME1 inverted; modality LUT and, when ``apply_voi``, the VOI LUT or window applied; then
-    min-max scaled) and a metadata dict. Raises :class:`MammogramError` naming the file otherwise.
+    min-max scaled) and a metadata dict. Raises :class:`MammogramError` naming the file otherwise:
+    also for header fields that are not numbers, float pixels that are NaN or infinite, and a file
+    that ends before its pixel data.
     """
     path = Path(path)
     if not path.is_file():
         raise MammogramError(path, "file not found")
     if path.stat().st_size == 0:
         raise MammogramError(path, "file is empty")
-    if _is_dicom(path):
-        image, meta = _read_dicom(path, apply_voi)
-    else:
-        image, meta = _read_raster(path)
+    try:
+        if _is_dicom(path):
+            image, meta = _read_dicom(path, apply_voi)
+        else:
+            image, meta = _read_raster(path)
+    except NonFinitePixelsError as e:
+        raise MammogramError(path, str(e)) from e
     meta["filename_or_obj"] = str(path)
     meta["spatial_shape"] = list(image.shape)
     return np.ascontiguousarray(image, dtype=np.float32), meta

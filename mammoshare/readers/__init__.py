@@ -1,17 +1,24 @@
-"""Readers that turn raw datasets (INbreast, BCDR, CBIS-DDSM) into datalists.
+"""Readers that turn raw datasets (INbreast, BCDR, CBIS-DDSM, mini-MIAS) into datalists.
 
 Every reader has the signature ``read_X(root, task, collector, seed, healthy_per_image,
 healthy_box_size) -> list[record]`` and returns records (see :mod:`mammoshare.datalist`) with
 absolute image paths, grouped image by image. A problem with one case goes through the
 ``collector`` (reported, or skipped with ``--skip-bad``); a problem with the whole dataset (a
 missing folder or CSV, missing columns) raises :class:`~mammoshare.datalist.DatalistError`.
+
+Splits (``split`` of :func:`build_datalist`): ``"random"``, the seeded patient split stratified by
+label and density (:func:`~mammoshare.datalist.split_patients`); ``"official"``, the dataset's own
+training/test split where it has one (CBIS-DDSM, see :func:`official_split`); or a split file.
+The default is ``"official"`` for the datasets in :data:`OFFICIAL_SPLIT_DATASETS`, ``"random"``
+otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +32,23 @@ from ..datalist import (
     assemble_datalist,
     is_phantom_root,
     read_split_file,
+    split_patients,
 )
 
-__all__ = ["DATASETS", "get_reader", "build_datalist", "obtain_datalist"]
+__all__ = [
+    "DATASETS", "SPLITS", "OFFICIAL_SPLIT_DATASETS", "OFFICIAL_VALIDATION_FRACTION", "get_reader",
+    "build_datalist", "official_split", "obtain_datalist", "datalist_task",
+]
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("inbreast", "bcdr", "cbis-ddsm")
+DATASETS = ("inbreast", "bcdr", "cbis-ddsm", "mias")
+#: the named splits; any other ``split`` value is a split file
+SPLITS = ("random", "official")
+#: datasets with an official training/test split (their records carry ``official_subset``); it is their default
+OFFICIAL_SPLIT_DATASETS = ("cbis-ddsm",)
+#: the fraction of the official training patients that the official split puts in validation
+OFFICIAL_VALIDATION_FRACTION = 0.15
 
 
 def get_reader(dataset: str):
@@ -47,7 +64,43 @@ def get_reader(dataset: str):
         from .cbis_ddsm import read_cbis_ddsm
 
         return read_cbis_ddsm
+    if dataset == "mias":
+        from .mias import read_mias
+
+        return read_mias
     raise DatalistError(f"unknown dataset {dataset!r}; use one of {list(DATASETS)}")
+
+
+def official_split(records: list[dict], seed: int, dataset: str = "cbis-ddsm") -> dict[str, str]:
+    """The dataset's own split: test = the official test patients; validation =
+    :data:`OFFICIAL_VALIDATION_FRACTION` of the official training patients, drawn with the seed and
+    stratified by label and density like the random split; the rest training.
+
+    A patient with records in both official subsets (possible in CBIS-DDSM across the mass and calc
+    CSVs) goes to test, so that no test patient is trained on; this is logged.
+    """
+    official: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        subset = r.get("official_subset")
+        if subset not in ("train", "test"):
+            raise DatalistError(
+                f"{dataset}: record of patient {r['patient_id']} has no official subset (train or test); "
+                "use --split random or a split file"
+            )
+        official[r["patient_id"]].add(subset)
+    both = sorted(p for p, s in official.items() if len(s) > 1)
+    if both:
+        logger.warning(
+            "%s: %d patient(s) are in both the official training and test sets; they go to test: %s",
+            dataset, len(both), ", ".join(both[:10]) + (" ..." if len(both) > 10 else ""),
+        )
+    split = {p: "test" for p, s in official.items() if "test" in s}
+    training = [r for r in records if r["patient_id"] not in split]
+    if training:
+        fraction = OFFICIAL_VALIDATION_FRACTION
+        drawn = split_patients(training, seed, (1.0 - fraction, fraction, 0.0))
+        split.update(drawn)
+    return split
 
 
 def build_datalist(
@@ -59,15 +112,35 @@ def build_datalist(
     skip_bad: bool = False,
     healthy_per_image: int = 5,
     healthy_box_size: int = 128,
+    split: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], list[BadCase]]:
     """Read a raw dataset and split it by patient.
 
+    ``split``: ``"random"``, ``"official"`` or a split file (``split_file`` is the same as a file);
+    None = the dataset's default (official for :data:`OFFICIAL_SPLIT_DATASETS`, else random).
+
     Returns the datalist dict (absolute image paths; :func:`~mammoshare.datalist.write_datalist`
     makes them relative) and the bad cases skipped (only with ``skip_bad``; otherwise any bad case
-    raises :class:`~mammoshare.datalist.DatalistError` listing all of them).
+    raises :class:`~mammoshare.datalist.DatalistError` listing all of them). Cases that give no
+    record by the dataset's own definition (mini-MIAS lesions without a location) are listed in the
+    datalist's ``notes``.
     """
     if task not in TASKS:
         raise DatalistError(f"unknown task {task!r}; use one of {list(TASKS)}")
+    if split is not None and split_file is not None:
+        raise DatalistError("give either split or split_file, not both")
+    if split is None:
+        split = split_file if split_file is not None else (
+            "official" if dataset in OFFICIAL_SPLIT_DATASETS else "random"
+        )
+    split = str(split)
+    if split == "official" and dataset not in OFFICIAL_SPLIT_DATASETS:
+        raise DatalistError(
+            f"{dataset} has no official training/test split (only {', '.join(OFFICIAL_SPLIT_DATASETS)} has one): "
+            "use --split random or a split file"
+        )
+    if split not in SPLITS and not Path(split).is_file():
+        raise DatalistError(f"{split}: split file not found; --split takes random, official or a split file")
     root = Path(root)
     if not root.is_dir():
         raise DatalistError(f"{root}: dataset folder not found")
@@ -75,18 +148,48 @@ def build_datalist(
     collector = CaseCollector(skip_bad=skip_bad)
     records = reader(root, task, collector, seed, healthy_per_image, healthy_box_size)
     bad_cases = collector.finish(f"{dataset} at {root}")
-    split = read_split_file(split_file) if split_file else None
+    if split == "random":
+        assignment = None
+    elif split == "official":
+        assignment = official_split(records, seed, dataset) if records else None
+    else:
+        assignment = read_split_file(split)
     phantom = is_phantom_root(root)
     if phantom:
         logger.warning("%s is a PHANTOM dataset: synthetic images with no clinical meaning", root)
+    extra: dict[str, Any] = {"split_method": split if split in SPLITS else "file"}
+    if collector.notes:
+        extra["notes"] = [{"file": n.file, "case": n.case, "problem": n.problem} for n in collector.notes]
     datalist = assemble_datalist(
-        records, dataset, task, seed, phantom, split,
-        healthy_per_image=healthy_per_image, healthy_box_size=healthy_box_size,
+        records, dataset, task, seed, phantom, assignment,
+        healthy_per_image=healthy_per_image, healthy_box_size=healthy_box_size, **extra,
     )
     for subset in ("training", "validation", "test"):
         counts = Counter(r["label"] for r in datalist[subset])
         logger.info("%s %s: %d lesion, %d healthy patches", dataset, subset, counts[1], counts[0])
     return datalist, bad_cases
+
+
+def datalist_task(datalist: str | os.PathLike | None, default: str = "mass") -> str:
+    """The task a bundle runs: the task a prepared ``datalist`` JSON carries, else ``default``.
+
+    Bundles use this as their ``task`` when ``--task`` is not given; a ``--task`` that differs from
+    the datalist's is refused by :func:`obtain_datalist`.
+    """
+    if datalist is None:
+        return default
+    path = Path(datalist)
+    if not path.is_file():
+        raise DatalistError(f"{path}: datalist not found")
+    try:
+        task = json.loads(path.read_text()).get("task")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise DatalistError(f"{path}: not a datalist JSON object ({e})") from e
+    if task is None:
+        return default
+    if task not in TASKS:
+        raise DatalistError(f"{path}: unknown task {task!r}; a datalist's task is one of {list(TASKS)}")
+    return task
 
 
 def obtain_datalist(

@@ -22,7 +22,8 @@ boxes per image with at most 40% background.
 * Extra record fields: ``film`` (True for the F datasets) and ``classification`` (``Benign`` /
   ``Malign`` for lesions, None for healthy records).
 
-Every image is decoded once with :func:`transforms.read_mammogram` (so that a corrupt or colour
+A CSV with a header and no rows is a bad case (an error, or skipped with ``--skip-bad``), never a
+silent dataset folder without lesions. Every image is decoded once with :func:`transforms.read_mammogram` (so that a corrupt or colour
 file is reported now, not during training). Headers and values are stripped of spaces.
 """
 
@@ -64,6 +65,10 @@ HEALTHY_DATASETS = ("DN01",)
 VIEW_CODES = {1: ("R", "CC"), 2: ("L", "CC"), 3: ("R", "MLO"), 4: ("L", "MLO")}
 VIEW_NAMES = {"RCC": 1, "LCC": 2, "RO": 3, "RMLO": 3, "LO": 4, "LMLO": 4}
 
+_EMPTY_CSV = (
+    "the CSV has its header but no {what} rows, so this dataset folder gives no {gives}; "
+    "restore the CSV from the BCDR download, or remove the folder"
+)
 _FOLDER = re.compile(r"^BCDR-([A-Za-z]+\d+)_dataset$", re.IGNORECASE)
 
 
@@ -191,7 +196,10 @@ def _row_case(line: int, row: dict[str, str]) -> str:
 def _lesion_groups(code: str, csv_path: Path, task: str, collector: CaseCollector):
     """Outline rows of one CSV grouped by image: ``{image path: [(line, row, types)]}``."""
     groups: dict[Path, list] = defaultdict(list)
-    for line, row in _read_csv(csv_path, OUTLINE_REQUIRED):
+    rows = _read_csv(csv_path, OUTLINE_REQUIRED)
+    if not rows:
+        collector.add(csv_path, "whole file", _EMPTY_CSV.format(what="outline", gives="lesions"))
+    for line, row in rows:
         case = _row_case(line, row)
         with collector.case(csv_path, case):
             types = _lesion_types(row)
@@ -301,7 +309,10 @@ def read_bcdr(
             key = (code, _id_key(first["patient_id"]), _id_key(first["study_id"]), str(image_path))
             jobs.append((key, lambda c=code, p=csv_path, i=image_path, r=rows: _lesion_records(c, p, i, r, collector)))
     for code, csv_path in healthy_csvs:
-        for line, row in _read_csv(csv_path, HEALTHY_REQUIRED):
+        rows = _read_csv(csv_path, HEALTHY_REQUIRED)
+        if not rows:
+            collector.add(csv_path, "whole file", _EMPTY_CSV.format(what="image", gives="healthy patches"))
+        for line, row in rows:
             image_path = csv_path.parent / row["image_filename"]
             key = (code, _id_key(row["patient_id"]), _id_key(row["study_id"]), str(image_path), line)
             jobs.append((
