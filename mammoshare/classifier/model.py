@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from transforms import SwinInputd
+from transforms import RandPatchJitterd, SwinInputd
 from transforms.io import RASTER_SUFFIXES
 
 from ..datalist import DatalistError, load_datalist
 
-__all__ = ["input_transforms", "load_classifier_weights", "evaluation_records", "inference_records", "KEEP_KEYS"]
+__all__ = ["input_transforms", "training_transforms", "load_classifier_weights", "evaluation_records", "inference_records", "KEEP_KEYS"]
 
 #: record fields that reach the batches: what the reports need
 KEEP_KEYS = ("image", "label", "patient_id", "source", "image_path")
@@ -26,6 +26,13 @@ def input_transforms(classifier: str) -> list:
     if classifier == "swin":
         return [SwinInputd("image")]
     raise ValueError(f"unknown classifier {classifier!r}; use 'cnn' or 'swin'")
+
+
+def training_transforms(classifier: str, jitter: dict | None = None) -> list:
+    """The random and input transforms of a training patch, the same for every source and class:
+    :class:`transforms.RandPatchJitterd` (its own defaults are the study's; ``jitter`` overrides
+    them, e.g. ``{"shift_std": 0.25, "max_shift": 0.5}``) then :func:`input_transforms`."""
+    return [RandPatchJitterd("image", **dict(jitter or {}))] + input_transforms(classifier)
 
 
 def load_classifier_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
