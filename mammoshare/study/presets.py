@@ -134,6 +134,12 @@ class Preset:
     keep_classifier_weights: bool = True
     #: a demo OPTIMAM-layout generator is built when no --optimam-generator is given (demo only)
     demo_optimam: bool = False
+    #: INbreast calcifications: one patch per ROI (the paper's count) or per 5 mm cluster
+    calcifications: str = "roi"
+    #: the DICOM VOI LUT / window: None = each dataset's default (raw values, as the study)
+    apply_voi: bool | None = None
+    #: the subsets of centre B's datalist that its GANs train on: all (centre B tests no classifier)
+    gan_subsets: tuple[str, ...] = ("training", "validation", "test")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
