@@ -183,7 +183,7 @@ _PATCH_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dty
 
 
 def read_patch(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read one patch file (PNG or TIFF), decoded by its encoding, never stretched.
+    """Read one patch file (PNG, TIFF or JPEG), decoded by its encoding, never stretched.
 
     8-bit files -> value / 255, 16-bit -> value / 65535 (PNG files that Pillow opens as 32-bit
     integers hold 16-bit values), float TIFF kept as stored (it must lie in [0, 1]). Returns a
@@ -195,8 +195,10 @@ def read_patch(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         raise MammogramError(path, "file not found")
     if path.stat().st_size == 0:
         raise MammogramError(path, "file is empty")
-    if path.suffix.lower() not in (".png", ".tif", ".tiff"):
-        raise MammogramError(path, f"a patch file is a PNG or TIFF; {path.suffix or 'no suffix'} is not a patch encoding")
+    if path.suffix.lower() not in RASTER_SUFFIXES:
+        raise MammogramError(
+            path, f"a patch file is a PNG, TIFF or JPEG; {path.suffix or 'no suffix'} is not a patch encoding"
+        )
     pixels, meta = _decode_raster(path)
     dtype = pixels.dtype
     if dtype == np.int32 and pixels.size and pixels.min() >= 0 and pixels.max() <= 65535:

@@ -69,14 +69,19 @@ def evaluation_records(datalist: dict, subset: str = "test", source: str | os.Pa
 
 
 def inference_records(source: str | os.PathLike) -> list[dict]:
-    """Patches to classify: every image file of a folder (whole images: synthetic-style patches) or
-    every record of a datalist JSON."""
+    """Patches to classify: every image file of a folder (whole images: synthetic-style patch files;
+    a DICOM file is scaled per image like a mammogram) or every record of a datalist JSON."""
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES + (".dcm",))
         if not files:
             raise DatalistError(f"{path}: no patch images (PNG, TIFF, JPEG, DICOM) in this folder")
-        return [{"image": str(p), "image_path": str(p), "box": None} for p in files]
+        # raster files are patch files (decoded by their encoding); a DICOM is an image, scaled per image
+        return [
+            {"image": str(p), "image_path": str(p), "box": None,
+             "image_type": "mammogram" if p.suffix.lower() == ".dcm" else "patch"}
+            for p in files
+        ]
     if path.is_file():
         data = load_datalist(path)
         records = [r for s in ("training", "validation", "test") for r in data.get(s, [])]

@@ -162,7 +162,8 @@ PAPER = Preset(
 DEMO = Preset(
     name="demo",
     description="a smoke run of the whole matrix on phantom data: tiny GANs (ngf = ndf = 8, 6 epochs), 40 "
-    "synthetic patches, CNN 2 epochs, Swin-T 1 epoch of 1 batch of 4, 2 seeds, 100 bootstrap resamples",
+    "synthetic patches, CNN 2 epochs of at most 8 batches, Swin-T 1 epoch of 1 batch of 4, 2 seeds, 100 bootstrap "
+    "resamples",
     phantom_default=True,
     seeds=2,
     gans={
@@ -171,7 +172,9 @@ DEMO = Preset(
         "wgangp": GanSettings(max_epochs={"all": 6, "mass": 6}, ngf=8, ndf=8, batch_size=8, snapshot_start=4,
                               snapshot_every=1, preview_every=6),
     },
-    classifiers={"cnn": ClassifierSettings(max_epochs=2),
+    # epochs of a fixed length: the time per cell does not grow with the training set (one patch per
+    # calcification ROI makes the all-lesion set about three times larger than per cluster)
+    classifiers={"cnn": ClassifierSettings(max_epochs=2, epoch_length=8),
                  "swin": ClassifierSettings(max_epochs=1, epoch_length=1, batch_size=4)},
     synthetic_count=40,
     real_lesion_count={"all": 40, "mass": 20},

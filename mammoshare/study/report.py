@@ -33,8 +33,8 @@ TASK_NAMES = {"all": "All lesions", "mass": "Masses"}
 DEMO_STATEMENT = (
     "**These demo numbers mean nothing clinically.** The demo preset trains on PHANTOM data (synthetic "
     "breast-shaped images with drawn lesions, written by `mammoshare phantom`), with tiny GANs (a few epochs, "
-    "ngf = ndf = 8), a few dozen synthetic patches, a CNN trained for 2 epochs and a Swin-T trained on one "
-    "batch, and a test set of a few dozen patches. It shows that every stage of the pipeline runs end to end; "
+    "ngf = ndf = 8), a few dozen synthetic patches, a CNN trained for 2 epochs of 8 batches and a Swin-T "
+    "trained on one batch, and a test set of a few dozen patches. It shows that every stage of the pipeline runs end to end; "
     "it says nothing about whether shared generators help. Run `--preset paper` on real data for that."
 )
 
