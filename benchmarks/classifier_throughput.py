@@ -25,18 +25,17 @@ from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 
 from mammoshare.classifier.data import build_training_set
-from mammoshare.classifier.model import KEEP_KEYS, input_transforms
+from mammoshare.classifier.model import KEEP_KEYS, training_transforms
 from mammoshare.data import patch_dataset
 from mammoshare.networks import patch_classifier
 from mammoshare.phantom import write_phantoms
 from mammoshare.readers import build_datalist
-from transforms import RandPatchJitterd
 
 
 def measure(name: str, records: list[dict], steps: int, batch_size: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     network = patch_classifier(name).to(device)
-    transforms = [RandPatchJitterd("image", zoom_std=0.1, shift_std=0.05), *input_transforms(name)]
+    transforms = training_transforms(name)  # the bundle's: jitter with its defaults, then the network input
     dataset = patch_dataset(records, transforms, cache="memory", progress=False, keep_keys=KEEP_KEYS)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
     trainer = SupervisedTrainer(

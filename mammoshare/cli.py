@@ -35,13 +35,29 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         healthy_per_image=args.healthy_per_image,
         healthy_box_size=args.healthy_box_size,
+        margin=args.margin,
+        margin_mm=args.margin_mm,
+        healthy_box_mm=args.healthy_box_mm,
+        default_pixel_spacing=args.default_pixel_spacing,
+        apply_voi=args.apply_voi,
+        calcifications=args.calcifications,
     )
     out = write_datalist(datalist, args.out, bad_cases)
     for subset in SUBSETS:
         records = datalist[subset]
         labels = Counter(r["label"] for r in records)
         patients = len({r["patient_id"] for r in records})
-        print(f"{subset:>10}: {patients:4d} patients, {labels[1]:5d} lesion, {labels[0]:5d} healthy patches")
+        types = ", ".join(f"{k} {v}" for k, v in datalist.get("lesion_type_counts", {}).get(subset, {}).items())
+        print(f"{subset:>10}: {patients:4d} patients, {labels[1]:5d} lesion, {labels[0]:5d} healthy patches"
+              + (f" (lesions: {types})" if types else ""))
+    settings = [f"apply_voi {datalist['apply_voi']}"] if "apply_voi" in datalist else []
+    if datalist.get("calcifications"):
+        settings.append(f"calcifications: one patch per {datalist['calcifications']}")
+    for name in ("margin", "healthy_box"):
+        if name in datalist:
+            settings.append(f"{name.replace('_', ' ')} " + ", ".join(f"{v:g} {k}" for k, v in datalist[name].items()))
+    if settings:
+        print("settings: " + "; ".join(settings))
     if datalist["phantom"]:
         print("PHANTOM dataset: synthetic images with no clinical meaning")
     if datalist.get("notes"):
@@ -94,7 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-bad", action="store_true", help="skip bad cases (listed beside the datalist) instead of stopping")
     p.add_argument("--healthy-per-image", "--healthy_per_image", dest="healthy_per_image", type=int, default=5)
-    p.add_argument("--healthy-box-size", "--healthy_box_size", dest="healthy_box_size", type=int, default=128)
+    p.add_argument("--healthy-box-size", "--healthy_box_size", dest="healthy_box_size", type=int, default=128,
+                   help="healthy box side in pixels (the paper: 128); also the smallest lesion box side")
+    p.add_argument("--margin", type=int, default=60, help="lesion box margin in pixels on every side (the paper: 60)")
+    p.add_argument("--margin-mm", "--margin_mm", dest="margin_mm", type=float,
+                   help="lesion box margin in mm instead of pixels, converted with each image's pixel spacing")
+    p.add_argument("--healthy-box-mm", "--healthy_box_mm", dest="healthy_box_mm", type=float,
+                   help="healthy box side (and smallest lesion box side) in mm instead of pixels")
+    p.add_argument("--default-pixel-spacing", "--default_pixel_spacing", dest="default_pixel_spacing", type=float,
+                   metavar="MM", help="pixel spacing for files that state none (needed by the mm options)")
+    p.add_argument("--apply-voi", "--apply_voi", dest="apply_voi", choices=["auto", "yes", "no"], default="auto",
+                   help="apply the DICOM VOI LUT / window before the per-image scaling; auto: the dataset's default "
+                        "(no for INbreast, CBIS-DDSM and BCDR: the study scaled the raw values)")
+    p.add_argument("--calcifications", choices=["roi", "cluster"],
+                   help="INbreast: one patch per calcification ROI (roi, the paper's count; the default) or per "
+                        "5 mm cluster of ROIs (cluster)")
     p.set_defaults(func=_cmd_datalist)
 
     p = sub.add_parser("grid", help="a PNG grid of canonical patches of a datalist, with labels")

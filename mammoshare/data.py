@@ -25,15 +25,21 @@ from typing import Any
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose, DeleteItemsd, EnsureTyped
 
-from transforms import CANONICAL_SIZE, DecodedImageCache, LoadCanonicalPatchd
+from transforms import CANONICAL_SIZE, DecodedImageCache, LoadCanonicalPatchd, record_image_type
 
-__all__ = ["CACHE_MODES", "canonical_patch_transform", "patch_dataset", "file_sha256", "record_content_hash"]
+from .extraction import record_apply_voi
+
+__all__ = [
+    "CACHE_MODES", "canonical_patch_transform", "loader_record", "patch_dataset", "file_sha256", "record_content_hash",
+]
 
 logger = logging.getLogger(__name__)
 
 CACHE_MODES = ("memory", "disk", "none")
 #: bump when the canonical patch computation changes, so that disk caches are not reused
-PATCH_VERSION = 1
+PATCH_VERSION = 2
+#: what the loader needs of a record besides ``image`` and ``box``; dropped before batching
+_LOADER_KEYS = ("box", "image_type", "apply_voi")
 
 _sha_lock = threading.Lock()
 _sha_memo: dict[tuple, str] = {}
@@ -58,9 +64,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def record_content_hash(record: dict, size: int = CANONICAL_SIZE) -> bytes:
-    """The disk-cache key of a record: image content, box and canonical size (not the path)."""
+    """The disk-cache key of a record: image content, how it is decoded, box and canonical size (not the path)."""
     key = {
         "image_sha256": file_sha256(record["image"]),
+        "image_type": record_image_type(record),
+        "apply_voi": bool(record.get("apply_voi")),
         "box": [int(v) for v in record["box"]] if record.get("box") is not None else None,
         "size": size,
         "version": PATCH_VERSION,
@@ -69,10 +77,24 @@ def record_content_hash(record: dict, size: int = CANONICAL_SIZE) -> bytes:
 
 
 def canonical_patch_transform(
-    size: int = CANONICAL_SIZE, cache: DecodedImageCache | None = None, base_dir: str | os.PathLike | None = None
+    size: int = CANONICAL_SIZE,
+    cache: DecodedImageCache | None = None,
+    base_dir: str | os.PathLike | None = None,
+    apply_voi: bool | None = None,
 ) -> LoadCanonicalPatchd:
-    """The deterministic record -> canonical patch transform (``image`` becomes ``(1, size, size)``)."""
-    return LoadCanonicalPatchd(keys="image", box_key="box", size=size, cache=cache, base_dir=base_dir)
+    """The deterministic record -> canonical patch transform (``image`` becomes ``(1, size, size)``):
+    mammograms cropped (scaled per image), patch files decoded by their encoding; ``apply_voi``
+    None follows each record (see :func:`loader_record`)."""
+    return LoadCanonicalPatchd(keys="image", box_key="box", size=size, cache=cache, base_dir=base_dir, apply_voi=apply_voi)
+
+
+def loader_record(record: dict, keep_keys: Sequence[str] | None) -> dict:
+    """The fields of a record that a patch dataset item starts from: ``keep_keys`` (all when None),
+    plus what the loader needs: ``box``, ``image_type`` (stated or inferred, see
+    :func:`transforms.record_image_type`) and ``apply_voi`` (stated, or the source's default)."""
+    item = dict(record) if keep_keys is None else {k: record[k] for k in keep_keys if k in record}
+    item.update(box=record.get("box"), image_type=record_image_type(record), apply_voi=record_apply_voi(record))
+    return item
 
 
 def patch_dataset(
@@ -85,6 +107,7 @@ def patch_dataset(
     progress: bool = True,
     image_cache: DecodedImageCache | None = None,
     keep_keys: Sequence[str] | None = ("image", "label", "patient_id", "source"),
+    apply_voi: bool | None = None,
 ) -> Dataset:
     """A MONAI dataset of canonical patches.
 
@@ -98,6 +121,8 @@ def patch_dataset(
             ``decode_count`` tells how many files were really decoded.
         keep_keys: record fields that the items keep (all when None); the default ones collate
             into batches, unlike ragged fields such as ``lesion_types`` or a missing ``density``.
+        apply_voi: apply the DICOM VOI LUT / window to every mammogram (True / False), or None:
+            as each record says (the setting its datalist was built with).
 
     Returns:
         a dataset whose items are the records with ``image`` = ``(1, size, size)`` float patch.
@@ -110,13 +135,14 @@ def patch_dataset(
     # plain tensors: a disk cache loads them with weights_only=True, and batches collate alike in every mode
     transform = Compose(
         [
-            canonical_patch_transform(size, image_cache),
+            canonical_patch_transform(size, image_cache, apply_voi=apply_voi),
             EnsureTyped("image", track_meta=False),
-            *([] if keep_keys is None else [DeleteItemsd("box")]),  # None for synthetic patches: does not collate
+            # box is None for patch files: it does not collate
+            *([] if keep_keys is None else [DeleteItemsd(list(_LOADER_KEYS))]),
             *random_transforms,
         ]
     )
-    data = [dict(r) if keep_keys is None else {k: r[k] for k in keep_keys if k in r} | {"box": r.get("box")} for r in records]
+    data = [loader_record(r, keep_keys) for r in records]
     if cache == "memory":
         return CacheDataset(data, transform, cache_rate=1.0, num_workers=num_workers, progress=progress)
     if cache == "disk":

@@ -10,7 +10,7 @@ import numpy as np
 
 from transforms import DecodedImageCache
 
-from .data import canonical_patch_transform
+from .data import canonical_patch_transform, loader_record
 from .datalist import SUBSETS, load_datalist
 
 __all__ = ["pick_records", "patch_grid"]
@@ -49,7 +49,7 @@ def patch_grid(datalist_path: str | os.PathLike, out: str | os.PathLike, n: int 
     for ax in axes.flat:
         ax.axis("off")
     for ax, (subset, record) in zip(axes.flat, chosen):
-        patch = loader(dict(record))["image"]
+        patch = loader(loader_record(record, None))["image"]
         ax.imshow(np.asarray(patch[0]), cmap="gray", vmin=0.0, vmax=1.0)
         if record["label"] == 1:
             title = "lesion: " + ",".join(record.get("lesion_types") or ["?"])

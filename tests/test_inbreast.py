@@ -42,7 +42,20 @@ def truth():
 
 @pytest.fixture(scope="module")
 def datalists(root):
+    """Per task: the default datalist (calcifications per ROI, the paper's count)."""
     return {task: build_datalist("inbreast", root, task) for task in ("all", "mass")}
+
+
+@pytest.fixture(scope="module")
+def cluster_datalists(root):
+    return {task: build_datalist("inbreast", root, task, calcifications="cluster") for task in ("all", "mass")}
+
+
+def _truth_units(lesion: dict, policy: str) -> list[np.ndarray]:
+    """The point sets that give one record each: a calcification cluster's ROIs under "roi"."""
+    if lesion["type"] == "calcification" and policy == "roi":
+        return [points for _, points in lesion["rois"]]
+    return [lesion["points"]]
 
 
 def _csv_rows(root: Path) -> list[dict]:
@@ -167,10 +180,12 @@ def _margin_box(points: np.ndarray, shape) -> tuple[float, float, float, float]:
     return max(0.0, x0 - MARGIN), max(0.0, y0 - MARGIN), min(width, x1 + MARGIN), min(height, y1 + MARGIN)
 
 
+@pytest.mark.parametrize("policy", ["roi", "cluster"])
 @pytest.mark.parametrize("task", ["all", "mass"])
-def test_lesion_records(datalists, truth, task):
-    datalist, bad = datalists[task]
+def test_lesion_records(datalists, cluster_datalists, truth, task, policy):
+    datalist, bad = (datalists if policy == "roi" else cluster_datalists)[task]
     assert bad == [] and datalist["phantom"] is True and datalist["task"] == task
+    assert datalist["calcifications"] == policy
     records = datalist_records(datalist)
     by_image = defaultdict(list)
     for r in records:
@@ -189,29 +204,38 @@ def test_lesion_records(datalists, truth, task):
             assert r["density"] == t["acr"] and r["birads"] == t["birads"]
         for kind in ("mass", "calcification", "distortion"):
             recs = [r for r in lesions if r["label"] == 1 and r["lesion_types"] == [kind]]
-            truth_lesions = [lesion for lesion in t["lesions"] if lesion["type"] == kind]
+            truth_units = [u for lesion in t["lesions"] if lesion["type"] == kind for u in _truth_units(lesion, policy)]
             if kind not in wanted:
                 assert recs == []
                 continue
-            # one record per drawn lesion (calcification points grouped into their clusters) ...
-            assert len(recs) == len(truth_lesions), (name, kind)
-            assert sorted(r["box"] for r in recs) == sorted(lesion_box(lesion["points"], t["shape"]) for lesion in truth_lesions)
+            # one record per drawn lesion (roi: per calcification ROI; cluster: calcification points
+            # grouped into their clusters) ...
+            assert len(recs) == len(truth_units), (name, kind)
+            assert sorted(r["box"] for r in recs) == sorted(lesion_box(points, t["shape"]) for points in truth_units)
             # ... whose box holds the whole lesion with the 60 px margin (clipped at the border)
-            for lesion in truth_lesions:
-                mx0, my0, mx1, my1 = _margin_box(lesion["points"], t["shape"])
+            for points in truth_units:
+                mx0, my0, mx1, my1 = _margin_box(points, t["shape"])
                 assert any(
                     r["box"][0] <= mx0 + 1 and r["box"][1] <= my0 + 1 and r["box"][2] >= mx1 - 1 and r["box"][3] >= my1 - 1
                     for r in recs
                 ), (name, kind)
             lesion_counts[kind] += len(recs)
         assert all(r["lesion_types"] in ([k] for k in wanted) for r in lesions if r["label"] == 1)
+    clusters = sum(lesion["type"] == "calcification" for t in truth.values() for lesion in t["lesions"])
+    rois = sum(len(lesion["rois"]) for t in truth.values() for lesion in t["lesions"] if lesion["type"] == "calcification")
     if task == "all":
-        assert lesion_counts["calcification"] >= 10 and lesion_counts["distortion"] >= 2
+        assert lesion_counts["calcification"] == (rois if policy == "roi" else clusters)
+        assert rois > clusters >= 10 and lesion_counts["distortion"] >= 2
         # images with two drawn clusters give two calcification records
         assert any(sum(lesion["type"] == "calcification" for lesion in t["lesions"]) == 2 for t in truth.values())
     assert lesion_counts["mass"] >= 20
-    drawn = [lesion["type"] for t in truth.values() for lesion in t["lesions"] if lesion["type"] in wanted]
+    drawn = [u for t in truth.values() for lesion in t["lesions"] if lesion["type"] in wanted
+             for u in _truth_units(lesion, policy)]
     assert sum(r["label"] for r in records) == len(drawn)
+    # the datalist states its counts per lesion type, per subset
+    for subset in SUBSETS:
+        expected = Counter(k for r in datalist[subset] if r["label"] == 1 for k in r["lesion_types"])
+        assert datalist["lesion_type_counts"][subset] == dict(sorted(expected.items()))
 
 
 @pytest.mark.parametrize("task", ["all", "mass"])

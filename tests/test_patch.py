@@ -61,25 +61,56 @@ def test_dictionary_twin():
     assert out["image"].shape == (1, 128, 128) and out["label"] == 1
 
 
-def test_jitter_statistics_symmetric_zoom_in_only():
-    jitter = RandPatchJitter(zoom_std=0.15, shift_std=0.08)
-    jitter.set_random_state(2021)
-    windows = []
+def _blob_patch(size: int = 128, background: float = 0.3) -> torch.Tensor:
+    """A canonical lesion patch: a small bright blob at the centre of a flat background."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    blob = np.exp(-((xx - size / 2) ** 2 + (yy - size / 2) ** 2) / (2 * 2.5**2))
+    return torch.from_numpy((background + 0.6 * blob).astype(np.float32))[None]
+
+
+def test_jitter_moves_the_lesion_centre_by_at_least_8_percent_of_the_side():
+    """The offset distribution, measured on jittered images: the blob's centroid in the output."""
+    patch = _blob_patch()
+    jitter = RandPatchJitter().set_random_state(2021)  # the study's defaults
+    yy, xx = np.mgrid[0:128, 0:128] + 0.5
+    measured, predicted, smallest = [], [], []
+    for _ in range(2000):
+        out = jitter(patch)[0].numpy()
+        weight = np.clip(out - 0.3, 0, None)
+        measured.append(((weight * xx).sum() / weight.sum() - 64, (weight * yy).sum() / weight.sum() - 64))
+        predicted.append(jitter.centre_offset(128))
+        smallest.append(out.min())
+    offsets = np.array(measured)
+    np.testing.assert_allclose(offsets, np.array(predicted), atol=1.0)  # centre_offset says where the lesion goes
+    std = offsets.std(axis=0) / 128
+    assert (std >= 0.08).all() and (std < 0.12).all(), std  # about 10% of the side in x and in y
+    assert (np.abs(offsets.mean(axis=0)) < 1.0).all()  # symmetric around the centre
+    assert abs((offsets[:, 0] > 0).mean() - (offsets[:, 0] < 0).mean()) < 0.05
+    radius = np.hypot(offsets[:, 0], offsets[:, 1])
+    assert np.median(radius) > 10 and np.percentile(radius, 95) > 25  # the old jitter: 2.5 px and 7.5 px
+    assert min(smallest) >= 0.3 - 1e-6  # only the patch's own values: nothing is ever padded
+
+
+def test_jitter_crop_stays_inside_and_zoom_follows_the_shift():
+    jitter = RandPatchJitter().set_random_state(0)
     for _ in range(3000):
         jitter.randomize()
-        windows.append(jitter.crop_window(128))
-    x0, y0, side = (np.array(v, dtype=float) for v in zip(*windows))
-    assert side.max() <= 128 and side.min() >= round(128 / 1.5)
-    zoom = 128 / side
-    assert zoom.min() >= 1.0 and 1.08 < zoom.mean() < 1.16  # E|N(0, .15)| = .12
-    # offsets of the crop centre from the patch centre: symmetric around 0 in x and y
-    dx = x0 + side / 2 - 64
-    dy = y0 + side / 2 - 64
-    assert abs(dx.mean()) < 0.3 and abs(dy.mean()) < 0.3
-    assert dx.std() > 2.0 and dy.std() > 2.0
-    assert abs((dx > 0).mean() - (dx < 0).mean()) < 0.05
-    # the crop never leaves the patch: nothing is ever padded
-    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + side <= 128).all() and (y0 + side <= 128).all()
+        x0, y0, side = jitter.crop_window(128)
+        assert 0 <= x0 and 0 <= y0 and x0 + side <= 128 and y0 + side <= 128
+        assert 1.0 <= jitter._zoom <= 2.0
+    with pytest.raises(ValueError, match="padding"):
+        RandPatchJitter(max_shift=0.3, max_zoom=1.5)
+
+
+def test_jitter_is_the_same_for_every_source():
+    patch = _blob_patch()
+    records = [
+        {"image": patch.clone(), "label": 1, "source": "inbreast"},
+        {"image": patch.clone(), "label": 0, "source": "inbreast"},
+        {"image": patch.clone(), "label": 1, "source": "dcgan_bcdr"},
+    ]
+    outputs = [RandPatchJitterd("image").set_random_state(7)(r)["image"] for r in records]
+    assert all(torch.equal(outputs[0], o) for o in outputs[1:])
 
 
 def test_jitter_output_only_crops_and_is_reproducible():
@@ -109,3 +140,21 @@ def test_swin_input():
     assert SwinInputd("image")({"image": patch})["image"].shape == (3, 224, 224)
     with pytest.raises(ValueError, match="canonical patch"):
         SwinInput()(torch.rand(3, 128, 128))
+
+
+def test_swin_input_is_area_consistent():
+    """Each 224 pixel is the area-weighted mean of the 128 pixels it overlaps (cv2.INTER_AREA)."""
+    patch = torch.rand(1, 128, 128)
+    out = SwinInput()(patch)[0].numpy().astype(np.float64)
+
+    def weights(n, m):
+        w = np.zeros((m, n))
+        for i in range(m):
+            low, high = i * n / m, (i + 1) * n / m
+            for j in range(int(np.floor(low)), min(n, int(np.ceil(high)))):
+                w[i, j] = max(0.0, min(high, j + 1) - max(low, j))
+        return w / w.sum(axis=1, keepdims=True)
+
+    w = weights(128, 224)
+    np.testing.assert_allclose(out, w @ patch[0].numpy().astype(np.float64) @ w.T, atol=1e-5)
+    assert abs(out.mean() - float(patch.mean())) < 1e-5 and out.min() >= float(patch.min()) - 1e-6

@@ -93,6 +93,34 @@ def test_reduced_demo_writes_tables_runs_and_plot(demo_study):
     assert not list(out.glob("cells/*/train/model_final.pt"))  # the demo keeps no classifier weights
 
 
+def test_centre_b_gans_train_on_all_patients_and_the_report_lists_deviations(demo_study):
+    from mammoshare.datalist import datalist_records, load_datalist
+    from mammoshare.study.presets import DEMO, PAPER
+    from mammoshare.study.report import deviations
+
+    out, result = demo_study
+    assert PAPER.calcifications == DEMO.calcifications == "roi"
+    assert PAPER.gan_subsets == ("training", "validation", "test")
+    gan = result.records["gan/wgangp/mass"]
+    bcdr = load_datalist(out / "stages" / "datalists" / "bcdr_mass" / "datalist.json")
+    lesions = [r for r in datalist_records(bcdr) if r["label"] == 1]
+    assert gan["config"]["subsets"] == ["training", "validation", "test"]
+    assert gan["outputs"]["trained_on"]["patients"] == len({r["patient_id"] for r in lesions})
+    assert gan["outputs"]["trained_on"]["patches"] == len(lesions)
+    assert len({r["patient_id"] for r in bcdr["training"] if r["label"] == 1}) < len({r["patient_id"] for r in lesions})
+    report = (out / "report.md").read_text()
+    section = report.split("## Where this implementation differs from the original code", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| topic")]
+    topics = [topic for topic, _, _ in deviations(DEMO)]
+    assert len(rows) == len(topics)
+    for row, topic in zip(rows, topics):
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert cells[0] == topic and len(cells) == 3 and all(cells), row
+    for text in ("--calcifications", "--margin-mm", "--apply-voi", "--jitter", "cv2.INTER_AREA", "--subsets",
+                 "one patch per roi", "lesions by type", "mass "):
+        assert text in report, text
+
+
 def test_rerun_of_a_finished_study_trains_nothing(demo_study):
     out, first = demo_study
     before = _stage_files(out)

@@ -10,9 +10,10 @@ from .boxes import (
     lesion_box,
     sample_healthy_boxes,
 )
-from .io import DecodedImageCache, LoadMammogram, LoadMammogramd, MammogramError, read_mammogram
+from .io import DecodedImageCache, LoadMammogram, LoadMammogramd, MammogramError, read_mammogram, read_patch
 from .patch import (
     CANONICAL_SIZE,
+    IMAGE_TYPES,
     CanonicalPatch,
     CanonicalPatchd,
     LoadCanonicalPatchd,
@@ -21,12 +22,14 @@ from .patch import (
     SwinInput,
     SwinInputd,
     area_resize,
+    record_image_type,
 )
 
 __all__ = [
     "BoxError",
     "CANONICAL_SIZE",
     "CanonicalPatch",
+    "IMAGE_TYPES",
     "CanonicalPatchd",
     "DecodedImageCache",
     "LesionBox",
@@ -45,5 +48,7 @@ __all__ = [
     "background_mask",
     "lesion_box",
     "read_mammogram",
+    "read_patch",
+    "record_image_type",
     "sample_healthy_boxes",
 ]

@@ -1,4 +1,9 @@
-"""Loading full mammograms (DICOM, TIFF, PNG) as float ``(1, H, W)`` images in [0, 1]."""
+"""Loading full mammograms (DICOM, TIFF, PNG) and patch files as float ``(1, H, W)`` images in [0, 1].
+
+A mammogram is scaled per image (min-max after the DICOM LUTs); a patch file (a synthetic patch as
+generator inference writes it) is decoded by its encoding (8-bit: value / 255, 16-bit: value /
+65535) and never stretched, so that a patch reads back as the values that were written.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from monai.transforms import MapTransform, Transform
 __all__ = [
     "MammogramError",
     "read_mammogram",
+    "read_patch",
     "LoadMammogram",
     "LoadMammogramd",
     "DecodedImageCache",
@@ -187,7 +193,8 @@ def _read_dicom(path: Path, apply_voi: bool) -> tuple[np.ndarray, dict[str, Any]
     return image, meta
 
 
-def _read_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def _decode_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The stored grey values of a TIFF/PNG/JPEG, as they are (no scaling), and the metadata."""
     spacing = None
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -237,7 +244,51 @@ def _read_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         "bits_stored": int(pixels.dtype.itemsize * 8),
         "transfer_syntax": "",
     }
+    return pixels, meta
+
+
+def _read_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    pixels, meta = _decode_raster(path)
     return _minmax(pixels), meta
+
+
+#: integer patch encodings: the full scale of each stored dtype
+_PATCH_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.bool_): 1.0}
+
+
+def read_patch(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read one patch file (PNG, TIFF or JPEG), decoded by its encoding, never stretched.
+
+    8-bit files -> value / 255, 16-bit -> value / 65535 (PNG files that Pillow opens as 32-bit
+    integers hold 16-bit values), float TIFF kept as stored (it must lie in [0, 1]). Returns a
+    float32 ``(H, W)`` array in [0, 1] and the metadata (``"encoding"``: ``"uint8"``, ``"uint16"``
+    or ``"float"``). Raises :class:`MammogramError` naming the file otherwise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MammogramError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MammogramError(path, "file is empty")
+    if path.suffix.lower() not in RASTER_SUFFIXES:
+        raise MammogramError(
+            path, f"a patch file is a PNG, TIFF or JPEG; {path.suffix or 'no suffix'} is not a patch encoding"
+        )
+    pixels, meta = _decode_raster(path)
+    dtype = pixels.dtype
+    if dtype == np.int32 and pixels.size and pixels.min() >= 0 and pixels.max() <= 65535:
+        pixels, dtype = pixels.astype(np.uint16), np.dtype(np.uint16)  # Pillow's mode "I" for 16-bit PNG
+    if dtype in _PATCH_SCALES:
+        image = pixels.astype(np.float32) / np.float32(_PATCH_SCALES[dtype])
+        encoding = "uint8" if dtype == np.uint8 else ("uint16" if dtype == np.uint16 else "bool")
+    elif dtype.kind == "f":
+        image = pixels.astype(np.float32)
+        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise MammogramError(path, "float patch with values outside [0, 1]; a float patch must hold [0, 1] values")
+        encoding = "float"
+    else:
+        raise MammogramError(path, f"patch stored as {dtype}; 8-bit, 16-bit or float [0, 1] grey values are expected")
+    meta.update(encoding=encoding, filename_or_obj=str(path), spatial_shape=list(image.shape))
+    return np.ascontiguousarray(image), meta
 
 
 def read_mammogram(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndarray, dict[str, Any]]:

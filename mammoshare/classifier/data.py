@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms import BoxError, read_mammogram, sample_healthy_boxes
+from transforms import BoxError, read_mammogram, record_image_type, sample_healthy_boxes
 
 from ..datalist import DatalistError, image_rng, load_datalist
+from ..extraction import record_apply_voi
 
 __all__ = [
     "DEFAULT_SYNTHETIC_COUNT",
@@ -109,7 +110,7 @@ def _sample_more_healthy(
             continue
         template = by_image[image][0]
         taken = {tuple(r["box"]) for r in by_image[image]}
-        pixels, _ = read_mammogram(image)
+        pixels, _ = read_mammogram(image, apply_voi=record_apply_voi(template))  # as the patches are decoded
         size = template["box"][2] - template["box"][0]
         rng = image_rng(seed, image, "extra-healthy")
         try:
@@ -204,11 +205,16 @@ def synthetic_source_records(
         rng = np.random.RandomState((int(seed) + index) & 0xFFFFFFFF)
         chosen = [records[i] for i in sorted(rng.choice(len(records), share, replace=False))]
         for r in chosen:
+            if record_image_type(r) != "patch":
+                raise DatalistError(
+                    f"{path}: record {r['image']} is a mammogram box, not a patch file; a synthetic datalist lists "
+                    "patch files (image_type 'patch', box null)"
+                )
             _check_synthetic_patch(r["image"])
         name = data.get("generator", {}).get("name") or path.stem
         if name in result:
             name = f"{name}#{index}"
-        result[name] = [{**r, "source": name} for r in chosen]
+        result[name] = [{**r, "source": name, "image_type": "patch"} for r in chosen]
     return result
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from transforms import SwinInputd
+from transforms import RandPatchJitterd, SwinInputd
 from transforms.io import RASTER_SUFFIXES
 
 from ..datalist import DatalistError, load_datalist
 
-__all__ = ["input_transforms", "load_classifier_weights", "evaluation_records", "inference_records", "KEEP_KEYS"]
+__all__ = ["input_transforms", "training_transforms", "load_classifier_weights", "evaluation_records", "inference_records", "KEEP_KEYS"]
 
 #: record fields that reach the batches: what the reports need
 KEEP_KEYS = ("image", "label", "patient_id", "source", "image_path")
@@ -26,6 +26,13 @@ def input_transforms(classifier: str) -> list:
     if classifier == "swin":
         return [SwinInputd("image")]
     raise ValueError(f"unknown classifier {classifier!r}; use 'cnn' or 'swin'")
+
+
+def training_transforms(classifier: str, jitter: dict | None = None) -> list:
+    """The random and input transforms of a training patch, the same for every source and class:
+    :class:`transforms.RandPatchJitterd` (its own defaults are the study's; ``jitter`` overrides
+    them, e.g. ``{"shift_std": 0.25, "max_shift": 0.5}``) then :func:`input_transforms`."""
+    return [RandPatchJitterd("image", **dict(jitter or {}))] + input_transforms(classifier)
 
 
 def load_classifier_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
@@ -62,14 +69,19 @@ def evaluation_records(datalist: dict, subset: str = "test", source: str | os.Pa
 
 
 def inference_records(source: str | os.PathLike) -> list[dict]:
-    """Patches to classify: every image file of a folder (whole images: synthetic-style patches) or
-    every record of a datalist JSON."""
+    """Patches to classify: every image file of a folder (whole images: synthetic-style patch files;
+    a DICOM file is scaled per image like a mammogram) or every record of a datalist JSON."""
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES + (".dcm",))
         if not files:
             raise DatalistError(f"{path}: no patch images (PNG, TIFF, JPEG, DICOM) in this folder")
-        return [{"image": str(p), "image_path": str(p), "box": None} for p in files]
+        # raster files are patch files (decoded by their encoding); a DICOM is an image, scaled per image
+        return [
+            {"image": str(p), "image_path": str(p), "box": None,
+             "image_type": "mammogram" if p.suffix.lower() == ".dcm" else "patch"}
+            for p in files
+        ]
     if path.is_file():
         data = load_datalist(path)
         records = [r for s in ("training", "validation", "test") for r in data.get(s, [])]

@@ -22,12 +22,17 @@ def gan_training_records(
     datalist: str | os.PathLike | None = None,
     task: str = "mass",
     output_dir: str | os.PathLike = "models",
-    subsets: Sequence[str] = ("training",),
+    subsets: Sequence[str] = SUBSETS,
     dataset: str = "bcdr",
     seed: int = 2021,
     skip_bad: bool = False,
+    apply_voi: bool | None = None,
 ) -> list[dict]:
     """The lesion records (label 1) of ``subsets`` to train a GAN on.
+
+    By default every subset: the centre that shares a generator tests no classifier, so it trains
+    on all its patches (the study's centre B, as the original trained on all of BCDR); ``subsets``
+    narrows it (e.g. ``["training"]``). ``apply_voi`` is used when the datalist is built here.
 
     Source, in this order: ``datalist`` (a prepared datalist JSON), ``dataset_dir`` (a raw dataset
     root of type ``dataset``, read with the seed; its datalist is written to ``output_dir``), or,
@@ -39,13 +44,17 @@ def gan_training_records(
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown:
         raise DatalistError(f"unknown subset(s) {unknown}; use {list(SUBSETS)}")
-    data, source = obtain_datalist(datalist, dataset_dir, dataset, task, output_dir, seed, skip_bad)
+    data, source = obtain_datalist(datalist, dataset_dir, dataset, task, output_dir, seed, skip_bad, apply_voi)
     if data.get("phantom"):
         logger.warning("%s holds PHANTOM data: the generator will have no clinical meaning", source)
     records = [r for s in subsets for r in data.get(s, []) if r["label"] == 1]
     if not records:
         raise DatalistError(f"{source}: no lesion patches in the subset(s) {list(subsets)} for the task {task!r}")
-    logger.info("GAN training data: %d lesion patches from %s (%s)", len(records), source, ", ".join(subsets))
+    patients = len({r["patient_id"] for r in records})
+    logger.info(
+        "GAN training data: %d lesion patches of %d patients from %s (subsets: %s)",
+        len(records), patients, source, ", ".join(subsets),
+    )
     return records
 
 

@@ -45,6 +45,8 @@ from mammoshare.gan.weights import (
 
 __all__ = [
     "generate_synthetic_patches",
+    "encode_patch_pixels",
+    "write_patch_png",
     "snapshot_files",
     "spread_samples",
     "MissingWeightsError",
@@ -196,6 +198,17 @@ def _png_info(name: str, version: str, source: _Source, seed: int, index: int, t
     return info
 
 
+def encode_patch_pixels(images: torch.Tensor) -> np.ndarray:
+    """Decoded generator output ``(B, 1, H, W)`` in [0, 1] -> ``(B, H, W)`` uint8 (value * 255, rounded):
+    the 8-bit encoding that :func:`transforms.read_patch` decodes as value / 255."""
+    return (images[:, 0].float().cpu() * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def write_patch_png(path: Path, array: np.ndarray, info: PngInfo) -> None:
+    """One 2D uint8 patch -> an 8-bit greyscale PNG (mode L) with its provenance text chunks."""
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", pnginfo=info)
+
+
 def generate_synthetic_patches(
     network: torch.nn.Module,
     num_samples: int,
@@ -304,14 +317,12 @@ def generate_synthetic_patches(
                             f"the generator makes images of shape {tuple(images.shape[1:])}; (1, {PATCH_SIZE}, "
                             f"{PATCH_SIZE}) patches are expected"
                         )
-                    pixels = (images[:, 0].float().cpu() * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+                    pixels = encode_patch_pixels(images)
                     for offset, array in enumerate(pixels):
                         i = start + offset
                         path = output_dir / f"synthetic_{i:0{digits}d}.png"
                         written.append(path)
-                        Image.fromarray(np.ascontiguousarray(array)).save(  # 2D uint8: mode L
-                            path, format="PNG", pnginfo=_png_info(name, version, source, seed, i, task)
-                        )
+                        write_patch_png(path, array, _png_info(name, version, source, seed, i, task))
                         records.append(
                             make_record(
                                 image=path,
@@ -320,6 +331,7 @@ def generate_synthetic_patches(
                                 box=None,
                                 source=name,
                                 lesion_types=lesion_types,
+                                image_type="patch",
                                 weights_sha256=source.sha256,
                                 seed=seed,
                                 index=i,

@@ -1,7 +1,9 @@
 """Readers that turn raw datasets (INbreast, BCDR, CBIS-DDSM, mini-MIAS) into datalists.
 
 Every reader has the signature ``read_X(root, task, collector, seed, healthy_per_image,
-healthy_box_size) -> list[record]`` and returns records (see :mod:`mammoshare.datalist`) with
+healthy_box_size, *, geometry=None) -> list[record]`` (``geometry``: the
+:class:`~mammoshare.extraction.PatchGeometry` of box sizes, windowing and spacing; the INbreast
+reader also takes ``calcifications``) and returns records (see :mod:`mammoshare.datalist`) with
 absolute image paths, grouped image by image. A problem with one case goes through the
 ``collector`` (reported, or skipped with ``--skip-bad``); a problem with the whole dataset (a
 missing folder or CSV, missing columns) raises :class:`~mammoshare.datalist.DatalistError`.
@@ -15,6 +17,7 @@ otherwise.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -103,6 +106,30 @@ def official_split(records: list[dict], seed: int, dataset: str = "cbis-ddsm") -
     return split
 
 
+def _reader_options(reader, dataset: str, geometry, calcifications: str | None) -> dict[str, Any]:
+    """The keyword options this reader takes; an option it does not know is an error unless it is
+    at its default (so that no setting is silently ignored)."""
+    from ..extraction import PatchGeometry
+
+    accepted = inspect.signature(reader).parameters
+    options: dict[str, Any] = {}
+    if "geometry" in accepted:
+        options["geometry"] = geometry
+    elif geometry != PatchGeometry(healthy_box_px=geometry.healthy_box_px):
+        raise DatalistError(
+            f"the {dataset} reader does not take --margin/--margin-mm/--healthy-box-mm/--default-pixel-spacing/"
+            "--apply-voi yet; build this datalist with the defaults"
+        )
+    if calcifications is not None:
+        if "calcifications" not in accepted:
+            raise DatalistError(
+                f"--calcifications is an INbreast option (one patch per calcification ROI or per cluster); "
+                f"the {dataset} reader makes one patch per outlined lesion"
+            )
+        options["calcifications"] = calcifications
+    return options
+
+
 def build_datalist(
     dataset: str,
     root: str | os.PathLike,
@@ -113,18 +140,33 @@ def build_datalist(
     healthy_per_image: int = 5,
     healthy_box_size: int = 128,
     split: str | os.PathLike | None = None,
+    *,
+    margin: int = 60,
+    margin_mm: float | None = None,
+    healthy_box_mm: float | None = None,
+    default_pixel_spacing: float | None = None,
+    apply_voi: bool | str | None = None,
+    calcifications: str | None = None,
 ) -> tuple[dict[str, Any], list[BadCase]]:
     """Read a raw dataset and split it by patient.
 
     ``split``: ``"random"``, ``"official"`` or a split file (``split_file`` is the same as a file);
     None = the dataset's default (official for :data:`OFFICIAL_SPLIT_DATASETS`, else random).
+    ``margin`` / ``healthy_box_size`` are pixels; ``margin_mm`` / ``healthy_box_mm`` replace them
+    with sizes in mm (see :class:`~mammoshare.extraction.PatchGeometry`). ``apply_voi`` None (or
+    "auto") is the dataset's default (:data:`~mammoshare.extraction.APPLY_VOI_DEFAULTS`).
+    ``calcifications`` (INbreast): ``"roi"`` (one patch per ROI, the paper's; the default) or
+    ``"cluster"``.
 
     Returns the datalist dict (absolute image paths; :func:`~mammoshare.datalist.write_datalist`
     makes them relative) and the bad cases skipped (only with ``skip_bad``; otherwise any bad case
-    raises :class:`~mammoshare.datalist.DatalistError` listing all of them). Cases that give no
-    record by the dataset's own definition (mini-MIAS lesions without a location) are listed in the
-    datalist's ``notes``.
+    raises :class:`~mammoshare.datalist.DatalistError` listing all of them). The datalist states
+    its settings (split, margin, healthy box, ``apply_voi``, the calcification policy) and its
+    lesion counts per type and subset. Cases that give no record by the dataset's own definition
+    (mini-MIAS lesions without a location) are listed in the datalist's ``notes``.
     """
+    from ..extraction import CALCIFICATION_POLICIES, PatchGeometry, lesion_type_counts, resolve_apply_voi
+
     if task not in TASKS:
         raise DatalistError(f"unknown task {task!r}; use one of {list(TASKS)}")
     if split is not None and split_file is not None:
@@ -141,12 +183,23 @@ def build_datalist(
         )
     if split not in SPLITS and not Path(split).is_file():
         raise DatalistError(f"{split}: split file not found; --split takes random, official or a split file")
+    if calcifications is not None and calcifications not in CALCIFICATION_POLICIES:
+        raise DatalistError(f"unknown calcification policy {calcifications!r}; use one of {list(CALCIFICATION_POLICIES)}")
     root = Path(root)
     if not root.is_dir():
         raise DatalistError(f"{root}: dataset folder not found")
     reader = get_reader(dataset)
+    try:
+        geometry = PatchGeometry(
+            margin_px=int(margin), healthy_box_px=int(healthy_box_size), margin_mm=margin_mm,
+            healthy_box_mm=healthy_box_mm, default_spacing_mm=default_pixel_spacing,
+            apply_voi=resolve_apply_voi(apply_voi, dataset),
+        )
+    except ValueError as e:
+        raise DatalistError(str(e)) from e
+    options = _reader_options(reader, dataset, geometry, calcifications)
     collector = CaseCollector(skip_bad=skip_bad)
-    records = reader(root, task, collector, seed, healthy_per_image, healthy_box_size)
+    records = reader(root, task, collector, seed, healthy_per_image, healthy_box_size, **options)
     bad_cases = collector.finish(f"{dataset} at {root}")
     if split == "random":
         assignment = None
@@ -160,10 +213,15 @@ def build_datalist(
     extra: dict[str, Any] = {"split_method": split if split in SPLITS else "file"}
     if collector.notes:
         extra["notes"] = [{"file": n.file, "case": n.case, "problem": n.problem} for n in collector.notes]
+    policy = options.get("calcifications")
+    if policy is None and "calcifications" in inspect.signature(reader).parameters:
+        policy = inspect.signature(reader).parameters["calcifications"].default
     datalist = assemble_datalist(
         records, dataset, task, seed, phantom, assignment,
-        healthy_per_image=healthy_per_image, healthy_box_size=healthy_box_size, **extra,
+        healthy_per_image=healthy_per_image, healthy_box_size=healthy_box_size,
+        **geometry.datalist_fields(), calcifications=policy, **extra,
     )
+    datalist["lesion_type_counts"] = {s: lesion_type_counts(datalist[s]) for s in ("training", "validation", "test")}
     for subset in ("training", "validation", "test"):
         counts = Counter(r["label"] for r in datalist[subset])
         logger.info("%s %s: %d lesion, %d healthy patches", dataset, subset, counts[1], counts[0])
@@ -200,6 +258,7 @@ def obtain_datalist(
     output_dir: str | os.PathLike = ".",
     seed: int = 2021,
     skip_bad: bool = False,
+    apply_voi: bool | str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """The datalist a bundle trains on, and where it is.
 
@@ -207,6 +266,8 @@ def obtain_datalist(
     (a raw dataset root of type ``dataset``, read with the seed; the datalist is written to
     ``output_dir``), or, when neither is given, the phantom ``dataset`` written under
     ``output_dir/phantom`` (logged loudly: demo and test data with no clinical meaning).
+    ``apply_voi`` is used when the datalist is built here (None: the dataset's default); a prepared
+    datalist's records keep the setting they were built with.
     """
     if datalist is not None:
         source = Path(datalist)
@@ -228,6 +289,6 @@ def obtain_datalist(
             "no --dataset_dir or --datalist given: using the PHANTOM %s data in %s "
             "(synthetic, no clinical meaning; for a demo or a test only)", dataset, dataset_dir,
         )
-    data, bad_cases = build_datalist(dataset, dataset_dir, task=task, seed=seed, skip_bad=skip_bad)
+    data, bad_cases = build_datalist(dataset, dataset_dir, task=task, seed=seed, skip_bad=skip_bad, apply_voi=apply_voi)
     source = write_datalist(data, Path(output_dir) / f"{dataset}_{task}_datalist.json", bad_cases)
     return load_datalist(source), source

@@ -37,9 +37,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from transforms import lesion_box, read_mammogram, sample_healthy_boxes
+from transforms import read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
+from ..extraction import PatchGeometry
 
 __all__ = ["read_bcdr", "find_bcdr_csvs", "OUTLINE_REQUIRED", "HEALTHY_REQUIRED", "HEALTHY_DATASETS"]
 
@@ -212,7 +213,7 @@ def _lesion_groups(code: str, csv_path: Path, task: str, collector: CaseCollecto
     return groups
 
 
-def _lesion_records(code, csv_path, image_path, rows, collector) -> list[dict[str, Any]]:
+def _lesion_records(code, csv_path, image_path, rows, collector, geometry: PatchGeometry) -> list[dict[str, Any]]:
     first = rows[0][1]
     lines = ", ".join(str(line) for line, _, _ in rows)
     lesions = ", ".join(sorted({row["lesion_id"] for _, row, _ in rows}, key=_id_key))
@@ -222,7 +223,9 @@ def _lesion_records(code, csv_path, image_path, rows, collector) -> list[dict[st
     )
     image = None
     with collector.case(image_path, image_case):
-        image, _ = read_mammogram(image_path)
+        decoded, meta = read_mammogram(image_path, apply_voi=geometry.apply_voi)
+        spacing = geometry.spacing(meta.get("pixel_spacing"), str(image_path))
+        image = decoded
     if image is None:
         return []
     film = code.startswith("F")
@@ -232,7 +235,7 @@ def _lesion_records(code, csv_path, image_path, rows, collector) -> list[dict[st
         case = _row_case(line, row)
         with collector.case(csv_path, case):
             try:
-                box = lesion_box(_points(row), image.shape)
+                box = geometry.lesion_box(_points(row), image.shape, spacing)
             except ValueError as e:
                 raise CaseError(csv_path, case, f"{e} (image {image_path})") from e
             laterality, view = VIEW_CODES.get(_int(row["image_view"], "image_view"), (None, None))
@@ -241,12 +244,13 @@ def _lesion_records(code, csv_path, image_path, rows, collector) -> list[dict[st
                     image_path, f"{code}_{row['patient_id']}", 1, box, SOURCE, types,
                     density=_density(row["density"]), laterality=laterality, view=view,
                     film=film, classification=row["classification"] or None,
+                    image_type="mammogram", **geometry.record_fields(meta.get("pixel_spacing")),
                 )
             )
     return records
 
 
-def _healthy_records(code, csv_path, line, row, seed, count, size, collector) -> list[dict[str, Any]]:
+def _healthy_records(code, csv_path, line, row, seed, count, size, collector, geometry: PatchGeometry) -> list[dict[str, Any]]:
     filename = row["image_filename"]
     case = f"{csv_path.name} line {line}: patient {row['patient_id']}, study {row['study_id']}"
     records: list[dict[str, Any]] = []
@@ -258,8 +262,9 @@ def _healthy_records(code, csv_path, line, row, seed, count, size, collector) ->
     if image_path is None:
         return records
     with collector.case(image_path, case):
-        image, _ = read_mammogram(image_path)
-        boxes = sample_healthy_boxes(image, count, image_rng(seed, filename), size=size)
+        image, meta = read_mammogram(image_path, apply_voi=geometry.apply_voi)
+        spacing = geometry.spacing(meta.get("pixel_spacing"), str(image_path))
+        boxes = geometry.healthy_boxes(image, count, image_rng(seed, filename), spacing)
         laterality, view = _healthy_view(row)
         for box in boxes:
             records.append(
@@ -267,6 +272,7 @@ def _healthy_records(code, csv_path, line, row, seed, count, size, collector) ->
                     image_path, f"{code}_{row['patient_id']}", 0, box, SOURCE, (),
                     density=_density(row["density"]), laterality=laterality, view=view,
                     film=code.startswith("F"), classification=None,
+                    image_type="mammogram", **geometry.record_fields(meta.get("pixel_spacing")),
                 )
             )
     return records
@@ -279,6 +285,8 @@ def read_bcdr(
     seed: int = 2021,
     healthy_per_image: int = 5,
     healthy_box_size: int = 128,
+    *,
+    geometry: PatchGeometry | None = None,
 ) -> list[dict[str, Any]]:
     """Records of every BCDR outline (lesions) and of the DN01 healthy images, image by image.
 
@@ -287,6 +295,7 @@ def read_bcdr(
     healthy CSV under ``root``, or CSVs without the needed columns, raise DatalistError.
     """
     root = Path(root)
+    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
     outline_csvs, healthy_csvs = find_bcdr_csvs(root)
     if not outline_csvs and not healthy_csvs:
         raise DatalistError(
@@ -307,7 +316,7 @@ def read_bcdr(
         for image_path, rows in _lesion_groups(code, csv_path, task, collector).items():
             first = rows[0][1]
             key = (code, _id_key(first["patient_id"]), _id_key(first["study_id"]), str(image_path))
-            jobs.append((key, lambda c=code, p=csv_path, i=image_path, r=rows: _lesion_records(c, p, i, r, collector)))
+            jobs.append((key, lambda c=code, p=csv_path, i=image_path, r=rows: _lesion_records(c, p, i, r, collector, geometry)))
     for code, csv_path in healthy_csvs:
         rows = _read_csv(csv_path, HEALTHY_REQUIRED)
         if not rows:
@@ -318,7 +327,7 @@ def read_bcdr(
             jobs.append((
                 key,
                 lambda c=code, p=csv_path, n=line, r=row: _healthy_records(
-                    c, p, n, r, seed, healthy_per_image, healthy_box_size, collector
+                    c, p, n, r, seed, healthy_per_image, healthy_box_size, collector, geometry
                 ),
             ))
     records: list[dict[str, Any]] = []

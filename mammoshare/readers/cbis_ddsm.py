@@ -46,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms import MammogramError, lesion_box, read_mammogram, sample_healthy_boxes
+from transforms import MammogramError, read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
+from ..extraction import PatchGeometry
 
 __all__ = [
     "read_cbis_ddsm",
@@ -387,6 +388,8 @@ def read_cbis_ddsm(
     seed: int,
     healthy_per_image: int = 5,
     healthy_box_size: int = 128,
+    *,
+    geometry: PatchGeometry | None = None,
 ) -> list[dict]:
     """Read CBIS-DDSM into datalist records (see the module docstring).
 
@@ -396,6 +399,7 @@ def read_cbis_ddsm(
     followed (for the file the healthy boxes are drawn from) by its healthy records.
     """
     root = Path(root).absolute()
+    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
     wanted = ("mass",) if task == "mass" else ("mass", "calc")
     expected = [name for kind in wanted for name, _ in CASE_CSVS[kind]]
     if not any((root / name).is_file() for name in expected):
@@ -420,7 +424,8 @@ def read_cbis_ddsm(
         if any(used(a) for a in group):
             records.extend(
                 _image_records(
-                    root, group, used, collector, seed, healthy_per_image, healthy_box_size, unusable.get(key, [])
+                    root, group, used, collector, seed, healthy_per_image, healthy_box_size, unusable.get(key, []),
+                    geometry,
                 )
             )
     return records
@@ -435,6 +440,7 @@ def _image_records(
     healthy_per_image: int,
     healthy_box_size: int,
     bad_rows: list[str],
+    geometry: PatchGeometry,
 ) -> list[dict]:
     """The records of one physical image (one patient, side and view) from all its CSV rows;
     ``bad_rows`` names the unusable CSV rows of this image."""
@@ -447,15 +453,18 @@ def _image_records(
             files.append(a.image_path)
     resolved: dict[str, Path] = {}
     shapes: dict[str, tuple[int, int]] = {}
+    spacings: dict[str, object] = {}  # the file's own pixel spacing (None if it has none)
     primary: tuple[str, np.ndarray] | None = None
     for csv_path in files:
         with collector.case(_expected(root, csv_path), image_case):
             try:
                 path = resolve_image(root, csv_path)
-                image, _ = read_mammogram(path)
+                image, meta = read_mammogram(path, apply_voi=geometry.apply_voi)
             except MammogramError as e:
                 raise CaseError(e.path, image_case, e.problem) from e
+            geometry.spacing(meta.get("pixel_spacing"), str(path))  # the mm options need one
             resolved[csv_path], shapes[csv_path] = path, image.shape
+            spacings[csv_path] = meta.get("pixel_spacing")
             if primary is None:
                 primary = (csv_path, image)
     if primary is None:
@@ -470,7 +479,8 @@ def _image_records(
                 _, lesion = find_roi_mask(root, a.mask_path, a.crop_path, shape)
             except MammogramError as e:
                 raise CaseError(e.path, a.case_id, e.problem) from e
-            boxes[i] = lesion_box(mask_bbox(lesion), shape)
+            file_spacing = spacings.get(a.image_path, spacings[primary[0]])
+            boxes[i] = geometry.lesion_box(mask_bbox(lesion), shape, geometry.spacing(file_spacing))
 
     records: list[dict] = []
     for csv_path in files:
@@ -484,6 +494,7 @@ def _image_records(
                         image_file, a.patient_id, 1, boxes[i], SOURCE, lesion_types=[a.kind], density=a.density,
                         laterality=a.side, view=a.view, pathology=a.pathology,
                         abnormality_id=_abnormality_id(a.abnormality_id), official_subset=a.official_subset,
+                        image_type="mammogram", **geometry.record_fields(spacings[csv_path]),
                     )
                 )
         if csv_path != primary[0]:
@@ -502,14 +513,15 @@ def _image_records(
             continue
         with collector.case(image_file, image_case):
             rng_key = image_file.relative_to(root).as_posix()
-            healthy = sample_healthy_boxes(
-                primary[1], healthy_per_image, image_rng(seed, rng_key), size=healthy_box_size,
+            healthy = geometry.healthy_boxes(
+                primary[1], healthy_per_image, image_rng(seed, rng_key), geometry.spacing(spacings[csv_path]),
                 avoid=list(boxes.values()), avoid_distance=HEALTHY_DISTANCE_PX,
             )
             records.extend(
                 make_record(
                     image_file, patient, 0, box, SOURCE, density=owner.density, laterality=side, view=view,
                     pathology=None, abnormality_id=None, official_subset=owner.official_subset,
+                    image_type="mammogram", **geometry.record_fields(spacings[csv_path]),
                 )
                 for box in healthy
             )

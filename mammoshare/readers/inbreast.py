@@ -11,8 +11,13 @@ Lesions. ROI names map to lesion types case-insensitively: ``Mass``, ``Spiculate
 calcification; ``Distortion`` -> distortion; ``Asymmetry``, ``Assymetry`` -> asymmetry; any other
 name is a bad case. A mass, distortion or asymmetry ROI is one lesion: its ``Point_px`` contour.
 
-Calcification clusters (single linkage). The calcification ROIs of one image (single points,
-small contours and ``Cluster`` outlines alike) are grouped into clusters: two ROIs belong to the
+Calcifications (``calcifications``, ``mammoshare datalist --calcifications``). ``"roi"`` (the
+default, the paper's count: 3028 lesion patches in the paper): every calcification ROI (a single
+point, a small contour or a ``Cluster`` outline) is one lesion, as every other ROI is.
+``"cluster"``: the calcification ROIs of one image are merged into clusters, one lesion each.
+
+Calcification clusters (single linkage, ``"cluster"`` only). The calcification ROIs of one image
+(single points, small contours and ``Cluster`` outlines alike) are grouped into clusters: two ROIs belong to the
 same cluster when some point of one lies within :data:`cluster_distance_mm` (5 mm) of some point
 of the other, and the relation is closed transitively (a chain of ROIs each within 5 mm of the
 next is one cluster). Distances are measured in mm with the DICOM ``PixelSpacing`` (row spacing
@@ -21,8 +26,8 @@ detector's, when both are). Each cluster is one calcification lesion whose box c
 points. A lone calcification farther than 5 mm from any other is a cluster of its own.
 
 Patches. A lesion's box is :func:`transforms.lesion_box` of its points (60 px margin, at least
-128 px, shifted inside the image). Healthy boxes come from BI-RADS 1 images only:
-``healthy_per_image`` random boxes with at most 40% background, drawn with
+128 px, shifted inside the image; in mm with the ``geometry``'s mm options). Healthy boxes come
+from BI-RADS 1 images only: ``healthy_per_image`` random boxes with at most 40% background, drawn with
 :func:`mammoshare.datalist.image_rng` of the seed and the file id, away from the image's lesion
 boxes if it has any. The ``mass`` task keeps the mass lesions and the same healthy boxes.
 
@@ -48,9 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms import lesion_box, read_mammogram, sample_healthy_boxes
+from transforms import read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
+from ..extraction import CALCIFICATION_POLICIES, DEFAULT_CALCIFICATIONS, PatchGeometry
 
 __all__ = [
     "read_inbreast",
@@ -242,9 +248,9 @@ def _parse_acr(value: str) -> int | None:
     return int(number)
 
 
-def _dicom_header(path: Path, case: str) -> tuple[tuple[int, int], tuple[float, float]]:
-    """(rows, columns) and (row, column) pixel spacing in mm from the header; checks that the file
-    is not truncated before its pixel data."""
+def _dicom_header(path: Path, case: str) -> tuple[tuple[int, int], tuple[float, float] | None]:
+    """(rows, columns) and (row, column) pixel spacing in mm from the header (None when it has
+    none); checks that the file is not truncated before its pixel data."""
     import pydicom
 
     try:
@@ -254,7 +260,7 @@ def _dicom_header(path: Path, case: str) -> tuple[tuple[int, int], tuple[float, 
     if "Rows" not in ds or "Columns" not in ds:
         raise CaseError(path, case, "DICOM header has no Rows/Columns: not an image")
     shape = (int(ds.Rows), int(ds.Columns))
-    spacing = (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
+    spacing = None
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(tag)
         try:
@@ -279,9 +285,16 @@ def read_inbreast(
     seed: int,
     healthy_per_image: int = 5,
     healthy_box_size: int = 128,
+    *,
+    geometry: PatchGeometry | None = None,
+    calcifications: str = DEFAULT_CALCIFICATIONS,
 ) -> list[dict]:
     """Records of the INbreast dataset at ``root`` (see the module docstring), image by image in
-    the order of ``INbreast.csv``: for each image its lesion records, then its healthy records."""
+    the order of ``INbreast.csv``: for each image its lesion records, then its healthy records.
+    ``calcifications``: ``"roi"`` (one lesion per ROI) or ``"cluster"`` (one per 5 mm cluster)."""
+    if calcifications not in CALCIFICATION_POLICIES:
+        raise DatalistError(f"unknown calcification policy {calcifications!r}; use one of {list(CALCIFICATION_POLICIES)}")
+    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
     root = Path(root)
     csv_path = root / "INbreast.csv"
     dicom_dir = root / "AllDICOMs"
@@ -326,9 +339,11 @@ def read_inbreast(
         if len(collector.bad_cases) > errors:
             continue
         with collector.case(dicom_path, file_id):
-            shape, spacing = _dicom_header(dicom_path, file_id)
+            shape, file_spacing = _dicom_header(dicom_path, file_id)
+            spacing = geometry.spacing(file_spacing, str(dicom_path))
         if len(collector.bad_cases) > errors:
             continue
+        link_spacing = spacing or (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
 
         # the lesions of the image's XML
         lesions: list[tuple[str, list[int]]] = []  # (type, box), in ROI order
@@ -350,7 +365,7 @@ def read_inbreast(
                 if not rois and level >= 3:
                     raise CaseError(xml_path, file_id, f"XML without ROIs for an image with BI-RADS {birads}")
             singles: list[tuple[int, str, np.ndarray]] = []  # (ROI index, type, points)
-            calcifications: list[tuple[int, np.ndarray]] = []
+            calcifications_rois: list[tuple[int, np.ndarray]] = []
             for roi in rois:
                 roi_case = f"{file_id} ROI {roi['index']} ({roi['name']!r})"
                 with collector.case(xml_path, roi_case):
@@ -363,27 +378,31 @@ def read_inbreast(
                     if len(roi["points"]) == 0:
                         raise CaseError(xml_path, roi_case, "ROI without points (empty Point_px)")
                     if kind == "calcification":
-                        calcifications.append((roi["index"], roi["points"]))
+                        calcifications_rois.append((roi["index"], roi["points"]))
                     else:
                         singles.append((roi["index"], kind, roi["points"]))
-            # one lesion per mass/distortion/asymmetry ROI, one per calcification cluster; in the
-            # order of their first ROI
+            # one lesion per mass/distortion/asymmetry ROI, one per calcification ROI or cluster; in
+            # the order of their first ROI
             pending: list[tuple[int, str, np.ndarray, str]] = [
                 (index, kind, points, f"{file_id} ROI {index} ({kind})") for index, kind, points in singles
             ]
-            clusters = cluster_point_sets([p for _, p in calcifications], spacing)
+            if calcifications == "roi":
+                pending += [(index, "calcification", points, f"{file_id} ROI {index} (calcification)")
+                            for index, points in calcifications_rois]
+            clusters = cluster_point_sets([p for _, p in calcifications_rois], link_spacing) if calcifications == "cluster" else []
             for group in clusters:
-                indices = [calcifications[i][0] for i in group]
-                points = np.concatenate([calcifications[i][1] for i in group])
+                indices = [calcifications_rois[i][0] for i in group]
+                points = np.concatenate([calcifications_rois[i][1] for i in group])
                 label = f"{file_id} calcification cluster of ROI(s) {', '.join(map(str, indices))}"
                 pending.append((indices[0], "calcification", points, label))
             for _, kind, points, label in sorted(pending, key=lambda item: item[0]):
                 with collector.case(xml_path, label):
-                    lesions.append((kind, lesion_box(points, shape)))
+                    lesions.append((kind, geometry.lesion_box(points, shape, spacing)))
         if len(collector.bad_cases) > errors:
             continue
 
-        common = dict(source="inbreast", density=density, birads=birads, laterality=laterality, view=view)
+        common = dict(source="inbreast", density=density, birads=birads, laterality=laterality, view=view,
+                      image_type="mammogram", **geometry.record_fields(file_spacing))
         image_records = [
             make_record(dicom_path, patient_id, 1, box, lesion_types=[kind], **common)
             for kind, box in lesions
@@ -391,12 +410,11 @@ def read_inbreast(
         ]
         if level == 1 and healthy_per_image > 0:
             with collector.case(dicom_path, file_id):
-                image, _ = read_mammogram(dicom_path)
+                image, _ = read_mammogram(dicom_path, apply_voi=geometry.apply_voi)
                 if image.shape != shape:
                     raise CaseError(dicom_path, file_id, f"decoded image {image.shape} differs from the header's {shape}")
-                boxes = sample_healthy_boxes(
-                    image, healthy_per_image, image_rng(seed, file_id), size=healthy_box_size,
-                    avoid=[box for _, box in lesions],
+                boxes = geometry.healthy_boxes(
+                    image, healthy_per_image, image_rng(seed, file_id), spacing, avoid=[box for _, box in lesions],
                 )
                 image_records += [make_record(dicom_path, patient_id, 0, box, **common) for box in boxes]
             if len(collector.bad_cases) > errors:
@@ -410,7 +428,7 @@ def read_inbreast(
         logger.info("INbreast: %d BI-RADS 2 image(s) without XML give no patch", unannotated_birads2)
     lesion_count = sum(r["label"] for r in records)
     logger.info(
-        "INbreast (%s): %d lesion and %d healthy records from %d CSV rows",
-        task, lesion_count, len(records) - lesion_count, len(rows),
+        "INbreast (%s, calcifications per %s): %d lesion and %d healthy records from %d CSV rows",
+        task, calcifications, lesion_count, len(records) - lesion_count, len(rows),
     )
     return records

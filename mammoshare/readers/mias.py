@@ -16,7 +16,7 @@ RADIUS`` (an image with two masses has two rows; NORM rows have only ``REFNUM BG
 * ``SEVERITY`` B or M, recorded as ``severity``.
 * ``X, Y`` the centre with the origin at the BOTTOM-left corner: column = X, row = 1024 - Y.
   ``RADIUS`` encloses the abnormality. The lesion box is :func:`transforms.lesion_box` of the
-  circle's bounding box (clipped to the image when the circle reaches past an edge; a centre
+  circle's bounding box (the ``geometry``'s margin, in px or in mm at 0.2 mm per pixel) (clipped to the image when the circle reaches past an edge; a centre
   outside the image is an error).
 * Rows without a location (diffuse calcifications written ``*NOTE 3*``, the CIRC row without
   coordinates) give no record; they are reported (logged, and listed in the datalist's ``notes``),
@@ -48,9 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from transforms import MammogramError, lesion_box, read_mammogram, sample_healthy_boxes
+from transforms import MammogramError, read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
+from ..extraction import PatchGeometry
 
 __all__ = [
     "read_mias",
@@ -73,6 +74,7 @@ SOURCE = "mias"
 MIAS_SIZE = 1024
 #: mini-MIAS pixel size in mm (the 50 micrometre MIAS scans reduced to 200 micrometre)
 PIXEL_SPACING_MM = 0.2
+MIAS_SPACING = (PIXEL_SPACING_MM, PIXEL_SPACING_MM)
 #: background tissue letter -> the ordinal density the datalist records
 DENSITY_OF_BG = {"F": 1, "G": 2, "D": 3}
 BG_NAMES = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
@@ -287,14 +289,15 @@ def _patient(number: int) -> str:
     return f"mdb{first:03d}_{first + 1:03d}"
 
 
-def _common(row: MiasRow) -> dict[str, Any]:
+def _common(row: MiasRow, geometry: PatchGeometry) -> dict[str, Any]:
     return dict(
         density=DENSITY_OF_BG[row.bg], laterality="L" if row.number % 2 == 0 else "R", view="MLO",
-        refnum=row.refnum, background_tissue=row.bg, film=True, pixel_spacing=[PIXEL_SPACING_MM, PIXEL_SPACING_MM],
+        refnum=row.refnum, background_tissue=row.bg, film=True, image_type="mammogram",
+        **geometry.record_fields(MIAS_SPACING),
     )
 
 
-def _circle_box(info: Path, row: MiasRow) -> list[int]:
+def _circle_box(info: Path, row: MiasRow, geometry: PatchGeometry) -> list[int]:
     x, y = row.centre
     column, line = x, MIAS_SIZE - y  # origin at the bottom-left corner
     if not (0 <= column <= MIAS_SIZE - 1 and 0 <= line <= MIAS_SIZE - 1):
@@ -305,7 +308,7 @@ def _circle_box(info: Path, row: MiasRow) -> list[int]:
         )
     r = row.radius
     corners = np.clip([[column - r, line - r], [column + r, line + r]], 0, MIAS_SIZE - 1)
-    return lesion_box(corners, (MIAS_SIZE, MIAS_SIZE))
+    return geometry.lesion_box(corners, (MIAS_SIZE, MIAS_SIZE), MIAS_SPACING)
 
 
 def read_mias(
@@ -315,9 +318,12 @@ def read_mias(
     seed: int = 2021,
     healthy_per_image: int = 5,
     healthy_box_size: int = 128,
+    *,
+    geometry: PatchGeometry | None = None,
 ) -> list[dict[str, Any]]:
     """Records of the mini-MIAS abnormalities (located ones of the task's classes) and of the NORM
     images, image by image in REFNUM order (see the module docstring)."""
+    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
     root = Path(root)
     info = find_info(root)
     rows = parse_info(info, collector)
@@ -369,10 +375,10 @@ def read_mias(
         patient = _patient(image_rows[0].number)
         for r in located:
             with collector.case(info, r.case):
-                box = _circle_box(info, r)
+                box = _circle_box(info, r, geometry)
                 records.append(
                     make_record(
-                        path, patient, 1, box, SOURCE, [LESION_TYPE_OF_CLASS[r.mias_class]], **_common(image_rows[0]),
+                        path, patient, 1, box, SOURCE, [LESION_TYPE_OF_CLASS[r.mias_class]], **_common(image_rows[0], geometry),
                         mias_class=r.mias_class, severity=r.severity,
                         centre=[r.centre[0], MIAS_SIZE - r.centre[1]], radius=r.radius,
                     )
@@ -380,10 +386,10 @@ def read_mias(
         if normal:
             with collector.case(path, image_case):
                 tissue = np.where(padding_mask(image), 0.0, image)  # the padding counts as background
-                boxes = sample_healthy_boxes(tissue, healthy_per_image, image_rng(seed, refnum), size=healthy_box_size)
+                boxes = geometry.healthy_boxes(tissue, healthy_per_image, image_rng(seed, refnum), MIAS_SPACING)
                 records.extend(
                     make_record(
-                        path, patient, 0, box, SOURCE, (), **_common(image_rows[0]),
+                        path, patient, 0, box, SOURCE, (), **_common(image_rows[0], geometry),
                         mias_class="NORM", severity=None, centre=None, radius=None,
                     )
                     for box in boxes

@@ -44,13 +44,17 @@ def run_datalist(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dic
     if not root.is_dir():
         raise DatalistError(f"{root}: dataset folder not found (given as {inputs.get('option', 'a dataset root')})")
     datalist, bad_cases = build_datalist(
-        config["dataset"], root, task=config["task"], seed=config["seed"], skip_bad=config.get("skip_bad", False)
+        config["dataset"], root, task=config["task"], seed=config["seed"], skip_bad=config.get("skip_bad", False),
+        calcifications=config.get("calcifications"), apply_voi=config.get("apply_voi"),
     )
     write_datalist(datalist, folder / DATALIST_FILE, bad_cases)
     return {
         "datalist": DATALIST_FILE,
         "phantom": bool(datalist.get("phantom")),
         "counts": _subset_counts(datalist),
+        "lesion_type_counts": datalist.get("lesion_type_counts"),
+        "calcifications": datalist.get("calcifications"),
+        "apply_voi": datalist.get("apply_voi"),
         "skipped_cases": len(bad_cases),
     }
 
@@ -63,6 +67,7 @@ def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str
         "task": config["task"],
         "output_dir": str(folder / "run"),
         "seed": config["seed"],
+        "subsets": list(config.get("subsets", ("training", "validation", "test"))),
         "max_epochs": settings["max_epochs"],
         "ngf": settings["ngf"],
         "ndf": settings["ndf"],
@@ -73,12 +78,17 @@ def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str
         "resume": bool(resume),
         **{k: v for k, v in runtime.items() if v is not None},
     }
-    run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides))
+    workflow = run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides), keep=True)
+    records = workflow.parser.get_parsed_content("train#records")
+    trained_on = {"subsets": overrides["subsets"], "patches": len(records),
+                  "patients": len({r["patient_id"] for r in records})}
+    del workflow, records
     model = folder / "run" / "model.pt"
     if not model.is_file():
         raise FileNotFoundError(f"{model}: the GAN training wrote no generator weights")
     snapshots = sorted((folder / "run" / "snapshots").glob("*.pt")) if (folder / "run" / "snapshots").is_dir() else []
-    return {"model": "run/model.pt", "snapshots": [f"run/snapshots/{p.name}" for p in snapshots]}
+    return {"model": "run/model.pt", "snapshots": [f"run/snapshots/{p.name}" for p in snapshots],
+            "trained_on": trained_on}
 
 
 def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:

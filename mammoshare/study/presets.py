@@ -134,6 +134,12 @@ class Preset:
     keep_classifier_weights: bool = True
     #: a demo OPTIMAM-layout generator is built when no --optimam-generator is given (demo only)
     demo_optimam: bool = False
+    #: INbreast calcifications: one patch per ROI (the paper's count) or per 5 mm cluster
+    calcifications: str = "roi"
+    #: the DICOM VOI LUT / window: None = each dataset's default (raw values, as the study)
+    apply_voi: bool | None = None
+    #: the subsets of centre B's datalist that its GANs train on: all (centre B tests no classifier)
+    gan_subsets: tuple[str, ...] = ("training", "validation", "test")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +162,8 @@ PAPER = Preset(
 DEMO = Preset(
     name="demo",
     description="a smoke run of the whole matrix on phantom data: tiny GANs (ngf = ndf = 8, 6 epochs), 40 "
-    "synthetic patches, CNN 2 epochs, Swin-T 1 epoch of 1 batch of 4, 2 seeds, 100 bootstrap resamples",
+    "synthetic patches, CNN 2 epochs of at most 8 batches, Swin-T 1 epoch of 1 batch of 4, 2 seeds, 100 bootstrap "
+    "resamples",
     phantom_default=True,
     seeds=2,
     gans={
@@ -165,7 +172,9 @@ DEMO = Preset(
         "wgangp": GanSettings(max_epochs={"all": 6, "mass": 6}, ngf=8, ndf=8, batch_size=8, snapshot_start=4,
                               snapshot_every=1, preview_every=6),
     },
-    classifiers={"cnn": ClassifierSettings(max_epochs=2),
+    # epochs of a fixed length: the time per cell does not grow with the training set (one patch per
+    # calcification ROI makes the all-lesion set about three times larger than per cluster)
+    classifiers={"cnn": ClassifierSettings(max_epochs=2, epoch_length=8),
                  "swin": ClassifierSettings(max_epochs=1, epoch_length=1, batch_size=4)},
     synthetic_count=40,
     real_lesion_count={"all": 40, "mass": 20},

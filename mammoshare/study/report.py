@@ -26,69 +26,117 @@ from .tables import (
     table_csv,
 )
 
-__all__ = ["write_outputs", "environment", "plot_deltas", "DEVIATIONS", "DEMO_STATEMENT"]
+__all__ = ["write_outputs", "environment", "plot_deltas", "deviations", "DEVIATIONS", "DEMO_STATEMENT"]
 
 TASK_NAMES = {"all": "All lesions", "mass": "Masses"}
 
 DEMO_STATEMENT = (
     "**These demo numbers mean nothing clinically.** The demo preset trains on PHANTOM data (synthetic "
     "breast-shaped images with drawn lesions, written by `mammoshare phantom`), with tiny GANs (a few epochs, "
-    "ngf = ndf = 8), a few dozen synthetic patches, a CNN trained for 2 epochs and a Swin-T trained on one "
-    "batch, and a test set of a few dozen patches. It shows that every stage of the pipeline runs end to end; "
+    "ngf = ndf = 8), a few dozen synthetic patches, a CNN trained for 2 epochs of 8 batches and a Swin-T "
+    "trained on one batch, and a test set of a few dozen patches. It shows that every stage of the pipeline runs end to end; "
     "it says nothing about whether shared generators help. Run `--preset paper` on real data for that."
 )
 
-DEVIATIONS = [
-    ("Lesion patch boxes",
-     "The original code subtracted the y margin twice, so GAN training crops put the lesion near the bottom "
-     "centre. Here every lesion box is the lesion's bounding box with a 60 px margin on every side, squared and "
-     "shifted inside the image (the paper's description).",
-     "No option; the original crop is a defect."),
-    ("Classifier translation",
-     "The original translation was min(-0.33 L, N(0, 0.25 L)), i.e. always negative. Here the jitter is "
-     "symmetric: zoom 1 + |N(0, 0.1)| and offsets N(0, 0.05 S) in x and y, crop only.",
-     "`--zoom_std` / `--shift_std` of the classifier bundle change the spread, not the sign; the one-sided "
-     "shift is not reproduced."),
-    ("Healthy boxes",
-     "The original code swapped the x and y axes of healthy boxes (until March 2022). Here x = column and "
-     "y = row everywhere; healthy boxes lie inside the breast with at most 40% background.",
-     "No option; the swap is a defect."),
-    ("WGAN-GP critic updates",
-     "The original code silently dropped n_critic = 5 (about 2 critic steps per generator step). Here the "
-     "critic takes 5 updates, each on a fresh real batch, per generator update (the paper).",
-     "`--n_critic 2` of the wgangp_bcdr bundle comes close to the original behaviour (the study does not "
-     "expose it)."),
-    ("Synthetic patches in the sampler",
-     "In one committed version of the original code the weighted sampler never drew synthetic samples. Here "
-     "the training set lists every added patch explicitly and a plain shuffled loader goes through all of them "
-     "every epoch.",
-     "No option; the bug is not reproduced."),
-    ("Canonical patches and jitter",
-     "Every patch, real or synthetic, healthy or lesion, becomes a canonical 128x128 patch first (crop + "
-     "cv2.INTER_AREA resize); the random zoom and translation act on canonical patches and only crop (never "
-     "pad), then Swin-T's 224x224 resize. A classifier cannot tell sources apart by their pre-processing. The "
-     "original code drew the zoom and translation on the box in the mammogram, before the area resize.",
-     "No option."),
-    ("Counts and balance",
-     "Synthetic patches: the preset's count (paper 1200) in equal shares per source (600 + 600 for 'Both'). "
-     "Real BCDR: 1148 (all lesions) / 500 (masses) lesion patches drawn with the seed from all BCDR subsets. "
-     "Balance: as many healthy patches of centre A as lesion patches, plus one extra healthy patch per added "
-     "lesion (new healthy boxes are sampled from centre A's training images when there are too few). The 50% "
-     "rows draw a random half of centre A's training patients with the seed. GANs are trained once per task "
-     "and sampled once per generator; the seeds vary the classifier (initialisation, order, draws).",
-     "`--synthetic_count` / `--real_lesion_count` of the classifier bundle (the study uses the preset's)."),
-    ("Positive class",
-     "F1 and AUPRC are computed with lesion as the positive class (the clinical convention); the original "
-     "code used healthy as the positive class. AUROC is the same either way. Every metrics file names the "
-     "positive class.",
-     "`mammoshare study --positive-class healthy` (the paper's convention; it also changes the validation "
-     "AUPRC that picks the best checkpoint)."),
-    ("Patient split",
-     "A seeded patient-level split ~70/15/15 stratified by label and breast density (largest remainder), "
-     "instead of the original's independent per-patient draws.",
-     "`mammoshare datalist --split FILE` takes an external split (the study builds its datalists with the "
-     "seeded split)."),
-]
+def deviations(preset=None) -> list[tuple[str, str, str]]:
+    """``(topic, this implementation (and the original code), the option that changes it)`` for the
+    report; the settings that a preset chooses (calcifications, windowing, GAN subsets) are read from it."""
+    from transforms import RandPatchJitter
+
+    jitter = RandPatchJitter()
+    calcifications = getattr(preset, "calcifications", "roi")
+    apply_voi = getattr(preset, "apply_voi", None)
+    gan_subsets = list(getattr(preset, "gan_subsets", ("training", "validation", "test")))
+    voi = ("each dataset's default: no VOI LUT / window for INbreast, CBIS-DDSM and BCDR" if apply_voi is None
+           else f"apply_voi {bool(apply_voi)} for every dataset")
+    return [
+        ("Lesion patch boxes",
+         "The original code subtracted the y margin twice, so GAN training crops put the lesion near the bottom "
+         "centre. Here every lesion box is the lesion's bounding box with a 60 px margin on every side (at least "
+         "128 px), squared and shifted inside the image (the paper's description).",
+         "No option; the original crop is a defect."),
+        ("Physical scale",
+         "Margins and boxes are in pixels, as in the paper (60 px margin, 128 px healthy boxes and smallest lesion "
+         "box), so they cover different tissue sizes at different pixel spacings. Every datalist record states its "
+         "pixel spacing.",
+         "`mammoshare datalist --margin-mm MM --healthy-box-mm MM` (with `--default-pixel-spacing MM` for files "
+         "without one); the study uses the paper's pixels."),
+        ("INbreast calcifications",
+         f"This study: one lesion patch per **{calcifications}**"
+         + (" (every calcification ROI, the paper's count: 3028 lesion patches)." if calcifications == "roi" else
+            " (calcification ROIs within 5 mm merged; fewer lesion patches than the paper's 3028).")
+         + " The counts per lesion type are in the data section.",
+         "`mammoshare datalist --calcifications roi|cluster` (the preset's `calcifications`)."),
+        ("Classifier translation and zoom",
+         "The original translated the box in the mammogram by min(-0.33 L, N(0, 0.25 L)), i.e. always negative, "
+         "and zoomed before the area resize. Here the jitter acts on the canonical patch, the same for every "
+         f"source: an offset u ~ N(0, {jitter.shift_std:g}) of the crop side in x and y (clipped at "
+         f"{jitter.max_shift:g}) with the zoom-in it needs, 1 + 2 max|u| + |N(0, {jitter.zoom_std:g})| (at most "
+         f"{jitter.max_zoom:g}), crop only, never padded: the lesion centre moves with a standard deviation of "
+         "about 10% of the side (12.7 px of 128) in either direction. Synthetic patches have no surrounding tissue, "
+         "so no source is jittered in the mammogram; every patch's view is a crop of its own box.",
+         "The classifier bundle's `--jitter` (RandPatchJitterd's arguments), e.g. `--jitter \"{'shift_std': 0.25, "
+         "'max_shift': 0.5}\"` for the original's spread N(0, 0.25 L) (crop only, so up to 2x zoom-in); the one-sided "
+         "shift is a defect and is not reproduced."),
+        ("Healthy boxes",
+         "The original code swapped the x and y axes of healthy boxes (until March 2022). Here x = column and "
+         "y = row everywhere; healthy boxes lie inside the breast with at most 40% background.",
+         "No option; the swap is a defect."),
+        ("Windowing",
+         f"As the original: the raw (modality LUT) values are min-max scaled per image ({voi}); a display window "
+         "can clip the dense breast and lose tissue contrast. Each record states its apply_voi.",
+         "`mammoshare datalist --apply-voi yes`, or `--apply_voi True` of any bundle that reads mammograms."),
+        ("Synthetic and real patch decoding",
+         "Every patch, real or synthetic, healthy or lesion, becomes a canonical 128x128 patch first: a real "
+         "patch is cropped from its mammogram (scaled per image) and area-resized (cv2.INTER_AREA); a synthetic "
+         "patch file is decoded by its encoding (8-bit / 255), never stretched, so it reads back as the generator "
+         "wrote it (tested: real canonical patches written as synthetic PNGs read back within 1/255, also after "
+         "the jitter). A classifier cannot tell sources apart by their pre-processing.",
+         "No option."),
+        ("Swin-T input",
+         "Swin-T's 224x224 input is the 128 canonical patch resized with cv2.INTER_AREA (area-weighted: each "
+         "output pixel is the mean of the input area it covers), grey stacked to 3 channels; the paper resized "
+         "the original crop to 224. Synthetic patches exist at 128 only, so resizing the original crop would "
+         "treat sources differently.",
+         "No option."),
+        ("WGAN-GP critic updates",
+         "The original code silently dropped n_critic = 5 (about 2 critic steps per generator step). Here the "
+         "critic takes 5 updates, each on a fresh real batch, per generator update (the paper).",
+         "`--n_critic 2` of the wgangp_bcdr bundle comes close to the original behaviour (the study does not "
+         "expose it)."),
+        ("Centre B's GAN data",
+         f"Centre B tests no classifier, so its GANs train on the lesion patches of the subsets {gan_subsets} of "
+         "its datalist (all of BCDR, as the original), and the Real BCDR row draws from all subsets too.",
+         "`--subsets \"['training']\"` of the GAN bundles narrows it (their default is all subsets)."),
+        ("Synthetic patches in the sampler",
+         "In one committed version of the original code the weighted sampler never drew synthetic samples. Here "
+         "the training set lists every added patch explicitly and a plain shuffled loader goes through all of them "
+         "every epoch.",
+         "No option; the bug is not reproduced."),
+        ("Counts and balance",
+         "Synthetic patches: the preset's count (paper 1200) in equal shares per source (600 + 600 for 'Both'). "
+         "Real BCDR: 1148 (all lesions) / 500 (masses) lesion patches drawn with the seed from all BCDR subsets. "
+         "Balance: as many healthy patches of centre A as lesion patches, plus one extra healthy patch per added "
+         "lesion (new healthy boxes are sampled from centre A's training images when there are too few). The 50% "
+         "rows draw a random half of centre A's training patients with the seed. GANs are trained once per task "
+         "and sampled once per generator; the seeds vary the classifier (initialisation, order, draws).",
+         "`--synthetic_count` / `--real_lesion_count` of the classifier bundle (the study uses the preset's)."),
+        ("Positive class",
+         "F1 and AUPRC are computed with lesion as the positive class (the clinical convention); the original "
+         "code used healthy as the positive class. AUROC is the same either way. Every metrics file names the "
+         "positive class.",
+         "`mammoshare study --positive-class healthy` (the paper's convention; it also changes the validation "
+         "AUPRC that picks the best checkpoint)."),
+        ("Patient split",
+         "A seeded patient-level split ~70/15/15 stratified by label and breast density (largest remainder), "
+         "instead of the original's independent per-patient draws.",
+         "`mammoshare datalist --split FILE` takes an external split (the study builds its datalists with the "
+         "seeded split)."),
+    ]
+
+
+#: the deviations under the default settings (the paper preset's)
+DEVIATIONS = deviations()
 
 
 def environment(device: str | None, gpus: list[int]) -> dict[str, Any]:
@@ -368,10 +416,26 @@ def _report(plan, options, records, cells, tables_md, paired_md, env, stage_seco
     lines += ["### Data", ""]
     datalists = [r for r in records.values() if r.get("kind") == "datalist" and r.get("status") == "done"]
     if datalists:
-        lines += ["| datalist | subset | patients | lesion | healthy |", "|---|---|---:|---:|---:|"]
+        lines += ["| datalist | subset | patients | lesion | healthy | lesions by type |", "|---|---|---:|---:|---:|---|"]
         for r in sorted(datalists, key=lambda r: r["id"]):
+            types = r["outputs"].get("lesion_type_counts") or {}
             for subset, c in r["outputs"]["counts"].items():
-                lines.append(f"| {r.get('label', r['id'])} | {subset} | {c['patients']} | {c['lesion']} | {c['healthy']} |")
+                by_type = ", ".join(f"{k} {v}" for k, v in (types.get(subset) or {}).items())
+                lines.append(f"| {r.get('label', r['id'])} | {subset} | {c['patients']} | {c['lesion']} | {c['healthy']} "
+                             f"| {by_type} |")
+        lines += [""]
+        for r in sorted(datalists, key=lambda r: r["id"]):
+            out = r["outputs"]
+            policy = out.get("calcifications")
+            lines.append(f"- {r.get('label', r['id'])}: "
+                         + (f"calcifications: one patch per {policy}; " if policy else "")
+                         + f"apply_voi {out.get('apply_voi')}")
+        gans = [r for r in records.values() if r.get("kind") == "gan" and r.get("status") == "done"]
+        for r in sorted(gans, key=lambda r: r["id"]):
+            trained = (r.get("outputs") or {}).get("trained_on")
+            if trained:
+                lines.append(f"- {r.get('label', r['id'])}: {trained['patches']} lesion patches of {trained['patients']} "
+                             f"patients (subsets {', '.join(trained['subsets'])})")
         lines += [""]
     synthetic = [r for r in records.values() if r.get("kind") == "synthetic" and r.get("status") == "done"]
     if synthetic:
@@ -438,7 +502,7 @@ def _report(plan, options, records, cells, tables_md, paired_md, env, stage_seco
               "The project implements the paper; where the authors' code differs (defects included), it follows the "
               "paper and says so here.", "",
               "| topic | this implementation (and the original code) | to get the original behaviour |", "|---|---|---|"]
-    for topic, here, original in DEVIATIONS:
+    for topic, here, original in deviations(preset):
         cells = [text.replace("|", "\\|") for text in (topic, here, original)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""]

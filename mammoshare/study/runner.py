@@ -212,7 +212,9 @@ def plan_study(options: StudyOptions) -> Plan:
             "label": label,
             "dir": f"stages/datalists/{role}_{task}",
             "config": {"role": role, "dataset": dataset, "root": _rel(root, study_dir), "task": task,
-                       "seed": preset.data_seed, "skip_bad": bool(options.skip_bad)},
+                       "seed": preset.data_seed, "skip_bad": bool(options.skip_bad),
+                       "calcifications": preset.calcifications if dataset == "inbreast" else None,
+                       "apply_voi": preset.apply_voi},
             "inputs": {"root": str(root), "option": option},
             "required": [DATALIST_FILE],
         })
@@ -260,6 +262,7 @@ def plan_study(options: StudyOptions) -> Plan:
             "label": f"{label} training (task {task})",
             "dir": f"stages/gans/{generator}_{task}",
             "config": {"generator": generator, "bundle": bundle, "task": task, "seed": preset.gan_seed,
+                       "subsets": list(preset.gan_subsets),
                        "settings": {**asdict(settings), "max_epochs": settings.max_epochs[task]},
                        "bundle_config_sha256": _config_sha(gan_config_file)},
             "inputs": {"config_file": str(gan_config_file), "datalist": str(stage_dir(study_dir, source) / DATALIST_FILE)},
