@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +198,49 @@ def _png_info(name: str, version: str, source: _Source, seed: int, index: int, t
     return info
 
 
+class _PNGWriter:
+    """Encodes and writes the PNG files of whole batches in background threads (PNG compression
+    releases the GIL), at most a few batches behind the generator; the first error is raised in
+    the generating thread, at the next batch or when the block ends."""
+
+    def __init__(self, threads: int = 2, max_pending: int = 4):
+        self.threads = max(0, int(threads))
+        self.max_pending = max(1, int(max_pending)) * max(1, self.threads)
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: deque[Future] = deque()
+
+    def __enter__(self) -> _PNGWriter:
+        if self.threads:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="png-writer")
+        return self
+
+    @staticmethod
+    def _write(pixels: np.ndarray, paths: list[Path], infos: list[PngInfo]) -> None:
+        for array, path, info in zip(pixels, paths, infos):
+            Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", pnginfo=info)  # 2D uint8: mode L
+
+    def submit(self, pixels: np.ndarray, paths: list[Path], infos: list[PngInfo]) -> None:
+        if self.pool is None:
+            self._write(pixels, paths, infos)
+            return
+        while len(self.pending) >= self.max_pending or (self.pending and self.pending[0].done()):
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._write, pixels, paths, infos))
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is None:
+            return
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if exc[0] is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def generate_synthetic_patches(
     network: torch.nn.Module,
     num_samples: int,
@@ -213,6 +258,7 @@ def generate_synthetic_patches(
     phantom: bool = False,
     progress: bool = True,
     decoding: str | None = None,
+    writer_threads: int = 2,
 ) -> Path:
     """Write ``num_samples`` synthetic lesion patches and their datalist into ``output_dir``.
 
@@ -240,6 +286,8 @@ def generate_synthetic_patches(
             layout of each file (see :mod:`mammoshare.gan.weights`). A bundle converted from a
             medigan package whose generator was trained against [0, 1] images (00005, 00006) keeps
             its weights in our layout and sets ``"clip01"`` here.
+        writer_threads: threads that encode and write the PNG files while the generator makes the
+            next batches (file writing hides behind the network); 0 writes in this thread.
 
     Returns:
         the path of the datalist JSON.
@@ -285,7 +333,9 @@ def generate_synthetic_patches(
     if create_dir:
         output_dir.mkdir(parents=True)
     try:
-        with torch.no_grad(), tqdm(total=batches, desc=f"{_safe(name)}: generating", unit="batch", disable=not progress) as bar:
+        with torch.no_grad(), _PNGWriter(writer_threads) as writer, tqdm(
+            total=batches, desc=f"{_safe(name)}: generating", unit="batch", disable=not progress
+        ) as bar:
             index = 0
             for source in sources:
                 if source.samples == 0:
@@ -304,14 +354,12 @@ def generate_synthetic_patches(
                             f"the generator makes images of shape {tuple(images.shape[1:])}; (1, {PATCH_SIZE}, "
                             f"{PATCH_SIZE}) patches are expected"
                         )
-                    pixels = (images[:, 0].float().cpu() * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-                    for offset, array in enumerate(pixels):
-                        i = start + offset
-                        path = output_dir / f"synthetic_{i:0{digits}d}.png"
-                        written.append(path)
-                        Image.fromarray(np.ascontiguousarray(array)).save(  # 2D uint8: mode L
-                            path, format="PNG", pnginfo=_png_info(name, version, source, seed, i, task)
-                        )
+                    pixels = (images[:, 0].float() * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+                    paths = [output_dir / f"synthetic_{i:0{digits}d}.png" for i in range(start, stop)]
+                    written.extend(paths)
+                    infos = [_png_info(name, version, source, seed, i, task) for i in range(start, stop)]
+                    writer.submit(pixels, paths, infos)
+                    for i, path in zip(range(start, stop), paths):
                         records.append(
                             make_record(
                                 image=path,
@@ -327,6 +375,7 @@ def generate_synthetic_patches(
                         )
                     bar.update(1)
                 index += source.samples
+        # every PNG is on disk here: leaving the writer's block waited for the last ones
         datalist = {
             "dataset": "synthetic",
             "task": task,
