@@ -225,7 +225,9 @@ class _PNGWriter:
             return
         while len(self.pending) >= self.max_pending or (self.pending and self.pending[0].done()):
             self.pending.popleft().result()
-        self.pending.append(self.pool.submit(self._write, pixels, paths, infos))
+        step = -(-len(paths) // self.threads)  # a batch in one share per thread: a short tail after the last batch
+        for i in range(0, len(paths), step):
+            self.pending.append(self.pool.submit(self._write, pixels[i : i + step], paths[i : i + step], infos[i : i + step]))
 
     def __exit__(self, *exc) -> None:
         if self.pool is None:
