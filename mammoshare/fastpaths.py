@@ -1,5 +1,5 @@
 """The training fast paths, each a bundle config switch: mixed precision, ``channels_last``,
-``torch.compile``, pinned-memory loaders.
+``torch.compile``.
 
 - ``amp``: ``False`` (off), ``"bf16"``, ``"fp16"`` or ``True`` (bf16 where the device supports it,
   else fp16). fp16 scales the losses with a ``GradScaler``; bf16 needs none.
@@ -7,6 +7,9 @@
   tensor cores; the values are the same).
 - ``compile``: ``torch.compile`` of the networks' forward (``True``, or a dict of its keyword
   arguments such as ``{"backend": "aot_eager"}``); the saved weights keep their plain names.
+
+Pinned-memory loaders are the bundles' ``num_workers`` and ``pin_memory`` settings (on by default
+for CUDA devices).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ __all__ = [
     "channels_last",
     "compiled",
     "classifier_prepare_batch",
-    "loader_settings",
 ]
 
 AMP_CHOICES = (False, True, "bf16", "fp16")
@@ -96,15 +98,3 @@ def classifier_prepare_batch(channels_last: bool = False) -> Callable:
         return image, torch.as_tensor(label).to(device=device, non_blocking=non_blocking)
 
     return prepare
-
-
-def loader_settings(device: str | torch.device, num_workers: int, pin_memory: bool | None = None) -> dict[str, Any]:
-    """DataLoader settings for ``num_workers`` workers: pinned host memory when the batches go to a
-    CUDA device (``pin_memory=None``: decide by the device), persistent workers that are not
-    re-created every epoch."""
-    device = torch.device(device)
-    pin = (device.type == "cuda") if pin_memory is None else bool(pin_memory)
-    settings: dict[str, Any] = {"num_workers": int(num_workers), "pin_memory": pin}
-    if num_workers > 0:
-        settings["persistent_workers"] = True
-    return settings

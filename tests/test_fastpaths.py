@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from mammoshare.fastpaths import amp_dtype, classifier_prepare_batch, loader_settings, trainer_amp_kwargs
+from mammoshare.fastpaths import amp_dtype, classifier_prepare_batch, trainer_amp_kwargs
 from mammoshare.gan.trainers import DCGANTrainer, WGANGPTrainer, loss_tensors
 from mammoshare.handlers import AveragedLossLogger
 from mammoshare.networks import DCGANDiscriminator, DCGANGenerator
@@ -121,14 +121,12 @@ def test_wgangp_generator_loss_counts_only_after_updates():
                              "generator_updated": False})) == {"d_loss"}
 
 
-def test_switch_parsing_and_loader_settings():
+def test_switch_parsing_and_channels_last_batches():
     assert amp_dtype(False) is None and amp_dtype("bf16") is torch.bfloat16 and amp_dtype("fp16") is torch.float16
     assert amp_dtype(True, "cpu") is torch.bfloat16
     assert trainer_amp_kwargs(False) == {} and trainer_amp_kwargs("fp16") == {"dtype": torch.float16}
     with pytest.raises(ValueError, match="unknown amp setting 'fp8'"):
         amp_dtype("fp8")
-    assert loader_settings("cpu", 0) == {"num_workers": 0, "pin_memory": False}
-    assert loader_settings("cuda", 2) == {"num_workers": 2, "pin_memory": True, "persistent_workers": True}
     image, label = classifier_prepare_batch(channels_last=True)({"image": torch.rand(2, 3, 8, 8), "label": torch.tensor([0, 1])}, "cpu")
     assert image.is_contiguous(memory_format=torch.channels_last) and label.tolist() == [0, 1]
 
