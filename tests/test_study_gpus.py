@@ -63,6 +63,8 @@ def test_gpus_option(monkeypatch):
     with pytest.raises(ValueError, match=r"--gpus 0,3: GPU 3 is not there \(1 CUDA GPU\(s\) visible\)"):
         runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0, 3]))
     assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0])) == [0]
+    # worker slots on CPU (the worker path without GPUs): no check against the GPUs
+    assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0, 3], device="cpu")) == [0, 3]
     assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0], parallel=False)) == []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x")) == []  # CPU: one at a time
@@ -70,7 +72,7 @@ def test_gpus_option(monkeypatch):
 
 def test_records_and_report_say_where_a_cell_ran(tmp_path):
     assert placement({"device": "cpu"}) == "cpu"
-    assert placement({"device": "cpu", "gpu_slot": "GPU 1"}) == "GPU 1"
+    assert placement({"device": "cpu", "gpu_slot": "GPU 1"}) == "cpu (worker of the GPU 1 slot)"
     cell = {"id": "c", "label": "c", "task": "mass", "classifier": "cnn", "fraction": 1.0, "row": "none", "seed": 0,
             "status": "planned", "spec_id": "c"}
     entry = _cell_entry(cell, {"c": {"status": "done", "ran_on": "GPU 1 (NVIDIA H100)", "outputs": {}}}, tmp_path)

@@ -353,7 +353,8 @@ def _detect_gpus(options: StudyOptions) -> list[int]:
     except Exception:  # noqa: BLE001
         count = 0
     if options.gpus is not None:
-        missing = [g for g in options.gpus if not 0 <= g < count]
+        on_cpu = options.device is not None and not str(options.device).startswith("cuda")
+        missing = [] if on_cpu else [g for g in options.gpus if not 0 <= g < count]  # CPU: worker slots only
         if missing:
             raise ValueError(f"--gpus {','.join(map(str, options.gpus))}: GPU {missing[0]} is not there "
                              f"({count} CUDA GPU(s) visible); give indices below {count}, or no --gpus on CPU")

@@ -238,7 +238,8 @@ def _clear(folder: Path, keep: tuple[str, ...] = ()) -> None:
 
 def placement(runtime: dict) -> str:
     """Where a stage runs, for its record and the report: ``"GPU 1 (NVIDIA ...)"`` for a worker pinned
-    to a GPU, else the device of this process (``"cpu"``, ``"cuda (NVIDIA ...)"``)."""
+    to a GPU, else the device of this process (``"cpu"``, ``"cuda (NVIDIA ...)"``); a CPU worker of
+    a GPU slot (``--gpus`` with ``--device cpu``) says so."""
     import torch
 
     device = str(runtime.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -248,7 +249,10 @@ def placement(runtime: dict) -> str:
             name = torch.cuda.get_device_name(torch.device(device))
         except Exception:  # noqa: BLE001 - a name is only for the report
             name = None
-    where = runtime.get("gpu_slot") or device
+    slot = runtime.get("gpu_slot")
+    if not device.startswith("cuda"):
+        return f"{device} (worker of the {slot} slot)" if slot else device
+    where = slot or device
     return f"{where} ({name})" if name else where
 
 
