@@ -22,15 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.transforms import Compose, DeleteItemsd, EnsureTyped
+from monai.transforms import Compose, DeleteItemsd, EnsureTyped, RandomizableTrait, Transform
 
 from transforms import CANONICAL_SIZE, DecodedImageCache, LoadCanonicalPatchd, record_image_type
 
 from .extraction import record_apply_voi
 
 __all__ = [
-    "CACHE_MODES", "canonical_patch_transform", "loader_record", "patch_dataset", "file_sha256", "record_content_hash",
+    "FreshItem", "CACHE_MODES", "canonical_patch_transform", "loader_record", "patch_dataset", "file_sha256",
+    "record_content_hash",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,23 @@ def record_content_hash(record: dict, size: int = CANONICAL_SIZE) -> bytes:
         "version": PATCH_VERSION,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest().encode()
+
+
+class FreshItem(RandomizableTrait, Transform):
+    """The first step after the cache, run on every fetch (hence a random-transform trait): a
+    shallow copy of the item with its tensors and arrays cloned, so that the random transforms
+    never alter the cached patch.
+
+    It replaces ``CacheDataset``'s ``copy.deepcopy`` of every item, which goes through torch's
+    storage deep copy: about 1 ms (15 ms on a busy machine) for one 64 KiB patch against a few
+    microseconds for ``clone()``, the per-sample cost that made pipeline-fed training slower than
+    memory-fed training."""
+
+    def __call__(self, data: dict) -> dict:
+        return {
+            k: v.clone() if isinstance(v, torch.Tensor) else v.copy() if isinstance(v, np.ndarray) else v
+            for k, v in data.items()
+        }
 
 
 def canonical_patch_transform(
@@ -139,12 +159,14 @@ def patch_dataset(
             EnsureTyped("image", track_meta=False),
             # box is None for patch files: it does not collate
             *([] if keep_keys is None else [DeleteItemsd(list(_LOADER_KEYS))]),
+            FreshItem(),
             *random_transforms,
         ]
     )
     data = [loader_record(r, keep_keys) for r in records]
     if cache == "memory":
-        return CacheDataset(data, transform, cache_rate=1.0, num_workers=num_workers, progress=progress)
+        # FreshItem copies what the random transforms get: no deep copy of the cache per item
+        return CacheDataset(data, transform, cache_rate=1.0, num_workers=num_workers, progress=progress, copy_cache=False)
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("cache='disk' needs a cache_dir")

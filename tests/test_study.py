@@ -213,6 +213,8 @@ def test_gpu_worker_path_runs_cells_in_pinned_processes(demo_study, tmp_path):
     assert [cells[("mass", "cnn", 1.0, "none", s)]["status"] for s in (0, 1)] == ["done", "done"]
     runs = json.loads((tmp_path / "study" / "runs.json").read_text())
     assert runs["study"]["environment"]["parallel_workers"] == ["GPU 0", "GPU 1"]
+    assert {c["ran_on"] for c in runs["cells"] if c["status"] == "done"} <= {
+        "cpu (worker of the GPU 0 slot)", "cpu (worker of the GPU 1 slot)"}
     assert not list((tmp_path / "study" / ".work").glob("*.json"))
 
 

@@ -66,16 +66,25 @@ class StreamBatchSampler(Sampler[list[int]]):
     epoch is ``len(self)`` batches starting at batch ``(epoch - 1) * len(self)`` (:meth:`set_epoch`).
     The batches of an epoch depend on nothing but the seed and the epoch, so a resumed run sees the
     same data as an uninterrupted one, and every batch is full.
+
+    Distributed (``num_replicas`` processes, this one ``rank``): the processes share the one stream,
+    process ``r`` taking its batches ``r, r + R, r + 2R...`` (a distributed sampler over the same
+    stream); an epoch is then ``N // (B * R)`` batches per process (at least ``min_batches``), so
+    that the processes together still see each sample about once per epoch.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, min_batches: int = 1):
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, min_batches: int = 1,
+                 num_replicas: int = 1, rank: int = 0):
         if batch_size > num_samples:
             raise ValueError(
                 f"batch size {batch_size} is larger than the {num_samples} lesion patches of the training data: "
                 "lower --batch_size or use more data"
             )
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.num_samples, self.batch_size, self.seed = int(num_samples), int(batch_size), int(seed)
-        self.batches_per_epoch = max(self.num_samples // self.batch_size, int(min_batches), 1)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.batches_per_epoch = max(self.num_samples // (self.batch_size * self.num_replicas), int(min_batches), 1)
         self.epoch = 1
         self._pass, self._perm = -1, None
 
@@ -92,17 +101,27 @@ class StreamBatchSampler(Sampler[list[int]]):
         return self._perm
 
     def __iter__(self):
-        first = (self.epoch - 1) * self.batches_per_epoch
-        for batch in range(first, first + self.batches_per_epoch):
+        per_epoch = self.batches_per_epoch * self.num_replicas  # batches of the stream per epoch, all processes
+        first = (self.epoch - 1) * per_epoch + self.rank
+        for batch in range(first, first + per_epoch, self.num_replicas):
             positions = range(batch * self.batch_size, (batch + 1) * self.batch_size)
             yield [self._permutation(k // self.num_samples)[k % self.num_samples] for k in positions]
 
 
-def gan_dataloader(dataset, batch_size: int = 16, num_workers: int = 0, seed: int = 0, min_batches: int = 1) -> DataLoader:
+def gan_dataloader(dataset, batch_size: int = 16, num_workers: int = 0, seed: int = 0, min_batches: int = 1,
+                   pin_memory: bool = False, distributed: bool = False) -> DataLoader:
     """The GAN's loader: full batches of ``batch_size`` patches from a :class:`StreamBatchSampler`
     (at least ``min_batches`` per epoch, e.g. WGAN-GP's n_critic, so that every epoch updates the
-    generator), with its own generator for the workers' seeds."""
+    generator), with its own generator for the workers' seeds. ``pin_memory``: page-locked batches
+    for fast, asynchronous copies to a GPU. ``distributed``: this process's share of the stream
+    (rank and world size of ``torch.distributed``). Workers are started anew every epoch: the epoch's
+    seed then reaches their random transforms, which keeps resumed runs equal."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    sampler = StreamBatchSampler(len(dataset), batch_size, seed=seed, min_batches=min_batches)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, generator=torch.Generator())
+    replicas, rank = 1, 0
+    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        replicas, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    sampler = StreamBatchSampler(len(dataset), batch_size, seed=seed, min_batches=min_batches,
+                                 num_replicas=replicas, rank=rank)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, generator=torch.Generator(),
+                      pin_memory=bool(pin_memory))

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +211,51 @@ def write_patch_png(path: Path, array: np.ndarray, info: PngInfo) -> None:
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", pnginfo=info)
 
 
+class _PNGWriter:
+    """Encodes and writes the PNG files of whole batches in background threads (PNG compression
+    releases the GIL), at most a few batches behind the generator; the first error is raised in
+    the generating thread, at the next batch or when the block ends."""
+
+    def __init__(self, threads: int = 2, max_pending: int = 4):
+        self.threads = max(0, int(threads))
+        self.max_pending = max(1, int(max_pending)) * max(1, self.threads)
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: deque[Future] = deque()
+
+    def __enter__(self) -> _PNGWriter:
+        if self.threads:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="png-writer")
+        return self
+
+    @staticmethod
+    def _write(pixels: np.ndarray, paths: list[Path], infos: list[PngInfo]) -> None:
+        for array, path, info in zip(pixels, paths, infos):
+            write_patch_png(path, array, info)
+
+    def submit(self, pixels: np.ndarray, paths: list[Path], infos: list[PngInfo]) -> None:
+        if self.pool is None:
+            self._write(pixels, paths, infos)
+            return
+        while len(self.pending) >= self.max_pending or (self.pending and self.pending[0].done()):
+            self.pending.popleft().result()
+        step = -(-len(paths) // self.threads)  # a batch in one share per thread: a short tail after the last batch
+        for i in range(0, len(paths), step):
+            self.pending.append(self.pool.submit(self._write, pixels[i : i + step], paths[i : i + step], infos[i : i + step]))
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is None:
+            return
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if exc[0] is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def generate_synthetic_patches(
     network: torch.nn.Module,
     num_samples: int,
@@ -226,6 +273,7 @@ def generate_synthetic_patches(
     phantom: bool = False,
     progress: bool = True,
     decoding: str | None = None,
+    writer_threads: int = 2,
 ) -> Path:
     """Write ``num_samples`` synthetic lesion patches and their datalist into ``output_dir``.
 
@@ -253,6 +301,8 @@ def generate_synthetic_patches(
             layout of each file (see :mod:`mammoshare.gan.weights`). A bundle converted from a
             medigan package whose generator was trained against [0, 1] images (00005, 00006) keeps
             its weights in our layout and sets ``"clip01"`` here.
+        writer_threads: threads that encode and write the PNG files while the generator makes the
+            next batches (file writing hides behind the network); 0 writes in this thread.
 
     Returns:
         the path of the datalist JSON.
@@ -298,7 +348,9 @@ def generate_synthetic_patches(
     if create_dir:
         output_dir.mkdir(parents=True)
     try:
-        with torch.no_grad(), tqdm(total=batches, desc=f"{_safe(name)}: generating", unit="batch", disable=not progress) as bar:
+        with torch.no_grad(), _PNGWriter(writer_threads) as writer, tqdm(
+            total=batches, desc=f"{_safe(name)}: generating", unit="batch", disable=not progress
+        ) as bar:
             index = 0
             for source in sources:
                 if source.samples == 0:
@@ -318,11 +370,11 @@ def generate_synthetic_patches(
                             f"{PATCH_SIZE}) patches are expected"
                         )
                     pixels = encode_patch_pixels(images)
-                    for offset, array in enumerate(pixels):
-                        i = start + offset
-                        path = output_dir / f"synthetic_{i:0{digits}d}.png"
-                        written.append(path)
-                        write_patch_png(path, array, _png_info(name, version, source, seed, i, task))
+                    paths = [output_dir / f"synthetic_{i:0{digits}d}.png" for i in range(start, stop)]
+                    written.extend(paths)
+                    infos = [_png_info(name, version, source, seed, i, task) for i in range(start, stop)]
+                    writer.submit(pixels, paths, infos)
+                    for i, path in zip(range(start, stop), paths):
                         records.append(
                             make_record(
                                 image=path,
@@ -339,6 +391,7 @@ def generate_synthetic_patches(
                         )
                     bar.update(1)
                 index += source.samples
+        # every PNG is on disk here: leaving the writer's block waited for the last ones
         datalist = {
             "dataset": "synthetic",
             "task": task,

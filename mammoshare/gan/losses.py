@@ -63,16 +63,26 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 
 class WGANGPLoss:
     """The paper's equation 2: critic loss ``E[C(fake)] - E[C(real)] + lambda * GP``; generator loss
-    ``-E[C(fake)]``."""
+    ``-E[C(fake)]``. ``penalty_critic``: the critic the penalty differentiates twice (default
+    ``critic``; a ``torch.compile``-d critic cannot); ``penalty_float32``: the penalty outside
+    autocast, in float32 (for fp16 mixed precision).
+    """
 
-    def __init__(self, critic: nn.Module, gp_weight: float = 10.0):
+    def __init__(self, critic: nn.Module, gp_weight: float = 10.0, penalty_critic: nn.Module | None = None,
+                 penalty_float32: bool = False):
         self.critic = critic
         self.gp_weight = float(gp_weight)
+        self.penalty_critic = critic if penalty_critic is None else penalty_critic
+        self.penalty_float32 = bool(penalty_float32)
 
     def critic_loss(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
         real_score = self.critic(real).mean()
         fake_score = self.critic(fake.detach()).mean()
-        penalty = gradient_penalty(self.critic, real, fake)
+        if self.penalty_float32:
+            with torch.autocast(device_type=real.device.type, enabled=False):
+                penalty = gradient_penalty(self.penalty_critic, real.float(), fake.float())
+        else:
+            penalty = gradient_penalty(self.penalty_critic, real, fake)
         return {
             "loss": fake_score - real_score + self.gp_weight * penalty,
             "wasserstein": (real_score - fake_score).detach(),

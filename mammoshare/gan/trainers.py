@@ -1,10 +1,22 @@
-"""A WGAN-GP trainer on MONAI's ``Trainer`` (Ignite) with a true n_critic.
+"""The GAN trainers on MONAI's ``Trainer`` (Ignite): DCGAN and WGAN-GP with a true n_critic, with
+the fast paths of :mod:`mammoshare.fastpaths` and no host synchronisation per iteration.
 
-MONAI's ``GanTrainer(d_train_steps=5)`` updates the critic five times on one batch with fakes that
-are not detached: not WGAN-GP's n_critic. Here one Ignite iteration is one critic update on a
-fresh real batch, and the generator is updated after every ``n_critic``-th critic update (counted
-over the whole run, so resuming keeps the cadence). An epoch is one pass of the real data through
-the critic, at least ``n_critic`` iterations; the data loader is cycled when it is shorter.
+MONAI's ``GanTrainer`` has no mixed precision, calls the discriminator with fakes that keep their
+graph, and its ``d_train_steps=5`` updates the critic five times on one batch with fakes that are
+not detached: not WGAN-GP's n_critic. Here:
+
+- :class:`DCGANTrainer`: one iteration = one discriminator update on a real batch and fakes drawn
+  without gradients, then one generator update on new latents (the order of GanTrainer's random
+  draws, so that the same seed trains the same way);
+- :class:`WGANGPTrainer`: one iteration = one critic update on a fresh real batch; the generator is
+  updated after every ``n_critic``-th critic update (counted over the whole run, so resuming keeps
+  the cadence). An epoch is one pass of the real data through the critic, at least ``n_critic``
+  iterations; the data loader is cycled when it is shorter.
+
+Each iteration's output holds the losses as detached 0-d tensors on the device; nothing waits for
+the device until a handler reads them (:class:`mammoshare.handlers.AveragedLossLogger` does every N
+iterations). The generator and the discriminator may be ``DistributedDataParallel`` wrappers: the
+generator step then calls the bare discriminator, whose weights it does not update.
 """
 
 from __future__ import annotations
@@ -13,14 +25,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.data import MetaTensor
 from monai.engines import Trainer
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from .losses import WGANGPLoss
+from ..distributed import unwrap
+from ..fastpaths import amp_dtype, autocast, channels_last, compiled, grad_scaler
+from .losses import DCGANLoss, WGANGPLoss
 
-__all__ = ["WGANGPTrainer", "prepare_real_batch", "latent_maker"]
+__all__ = ["DCGANTrainer", "WGANGPTrainer", "prepare_real_batch", "latent_maker", "unwrap", "loss_tensors"]
 
 
 def prepare_real_batch(batchdata: Any, device=None, non_blocking: bool = False, **kwargs) -> torch.Tensor:
@@ -41,7 +56,172 @@ def latent_maker(batch_size: int) -> Callable:
     return make_latents
 
 
-class WGANGPTrainer(Trainer):
+def loss_tensors(output: dict) -> dict[str, torch.Tensor]:
+    """The losses of a GAN iteration's output, still on the device (no synchronisation); WGAN-GP's
+    ``g_loss`` only on iterations that updated the generator."""
+    keys = ("d_loss", "g_loss", "wasserstein", "gradient_penalty")
+    losses = {k: output[k] for k in keys if k in output}
+    if output.get("generator_updated") is False:
+        losses.pop("g_loss", None)
+    return losses
+
+
+class _GANTrainer(Trainer):
+    """What both GAN trainers share: the networks, the fast paths, latents, and the last generator loss."""
+
+    def __init__(
+        self,
+        device,
+        max_epochs,
+        train_data_loader,
+        generator,
+        discriminator,
+        g_optimizer,
+        d_optimizer,
+        latent_size,
+        epoch_length,
+        prepare_batch,
+        train_handlers,
+        non_blocking,
+        amp,
+        channels_last_format,
+        compile_networks,
+    ):
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            handlers=None,
+            decollate=False,
+        )
+        self.generator = channels_last(generator, channels_last_format)
+        self.discriminator = channels_last(discriminator, channels_last_format)
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.latent_size = int(latent_size)
+        self.channels_last = bool(channels_last_format)
+        self.amp_dtype = amp_dtype(amp, device)
+        self.g_scaler = grad_scaler(device, self.amp_dtype)
+        self.d_scaler = grad_scaler(device, self.amp_dtype)
+        self.g_forward = compiled(self.generator, compile_networks)
+        self.d_forward = compiled(self.discriminator, compile_networks)
+        bare = unwrap(self.discriminator)
+        self.d_bare = self.d_forward if bare is self.discriminator else compiled(bare, compile_networks)
+        self.state.generator_updates = 0
+        self.state.last_g_loss = float("nan")
+        self._last_g_loss: torch.Tensor | None = None
+        # the float copy that last.pt keeps: read once per epoch, not per iteration
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._store_last_g_loss)
+        if train_handlers:  # after the trainer's own handler, so that last.pt sees the stored loss
+            self._register_handlers(train_handlers)
+
+    def _store_last_g_loss(self, engine) -> None:
+        if self._last_g_loss is not None:
+            self.state.last_g_loss = float(self._last_g_loss)
+
+    def _latents(self, count: int) -> torch.Tensor:
+        return torch.randn(count, self.latent_size, device=self.state.device)
+
+    def _real(self, batchdata: Any) -> torch.Tensor:
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        real = self.prepare_batch(batchdata, self.state.device, self.non_blocking)
+        return real.contiguous(memory_format=torch.channels_last) if self.channels_last else real
+
+    def _step(self, loss: torch.Tensor, optimizer: Optimizer, scaler: torch.amp.GradScaler) -> None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def _generator_step(self, count: int, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One generator update; the discriminator's weights are frozen meanwhile (no gradients for them)."""
+        bare = unwrap(self.discriminator)
+        for p in bare.parameters():
+            p.requires_grad_(False)
+        try:
+            self.g_optimizer.zero_grad(set_to_none=True)
+            with autocast(self.state.device, self.amp_dtype):
+                g_loss = loss_fn(self.g_forward(self._latents(count)))
+            self._step(g_loss.float(), self.g_optimizer, self.g_scaler)
+        finally:
+            for p in bare.parameters():
+                p.requires_grad_(True)
+        self.state.generator_updates += 1
+        self._last_g_loss = g_loss.detach().float()
+        return self._last_g_loss
+
+    def _last_g(self) -> torch.Tensor:
+        if self._last_g_loss is None:  # a fresh or resumed run before its first generator update
+            self._last_g_loss = torch.tensor(float(self.state.last_g_loss), device=self.state.device)
+        return self._last_g_loss
+
+
+class DCGANTrainer(_GANTrainer):
+    """DCGAN training, one discriminator and one generator update per real batch.
+
+    Args:
+        device: where the networks live.
+        max_epochs: epochs to train.
+        train_data_loader: real patches scaled to [-1, 1], full batches.
+        generator, discriminator: the networks (the discriminator returns logits).
+        g_optimizer, d_optimizer: their optimizers (the paper: Adam, lr 2e-4, betas (0.5, 0.999)).
+        latent_size: nz of the generator.
+        real_label_range: one-sided label smoothing of the real label, U(low, high).
+        generator_target: the generator's target label.
+        amp: mixed precision (``False``, ``True``, ``"bf16"``, ``"fp16"``).
+        channels_last: NHWC networks and batches.
+        compile: ``torch.compile`` of the forwards (``True`` or its keyword arguments).
+
+    The output of each iteration is ``{"d_loss", "g_loss"}`` as device tensors;
+    ``engine.state.generator_updates`` counts the updates.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: Optimizer,
+        d_optimizer: Optimizer,
+        latent_size: int = 100,
+        real_label_range: Sequence[float] = (0.8, 1.1),
+        generator_target: float = 1.0,
+        epoch_length: int | None = None,
+        prepare_batch: Callable = prepare_real_batch,
+        train_handlers: Sequence | None = None,
+        non_blocking: bool = False,
+        amp: bool | str = False,
+        channels_last: bool = False,
+        compile: bool | dict = False,
+    ):
+        super().__init__(
+            device, max_epochs, train_data_loader, generator, discriminator, g_optimizer, d_optimizer, latent_size,
+            epoch_length, prepare_batch, train_handlers, non_blocking, amp, channels_last, compile,
+        )
+        self.loss = DCGANLoss(self.d_forward, real_label_range, generator_target)
+        self.g_loss = DCGANLoss(self.d_bare, real_label_range, generator_target)
+
+    def _iteration(self, engine: DCGANTrainer, batchdata: Any) -> dict[str, Any]:
+        real = engine._real(batchdata)
+        engine.generator.train()
+        engine.discriminator.train()
+        device = engine.state.device
+        with torch.no_grad(), autocast(device, engine.amp_dtype):
+            fake = engine.g_forward(engine._latents(real.shape[0]))
+        engine.d_optimizer.zero_grad(set_to_none=True)
+        with autocast(device, engine.amp_dtype):
+            d_loss = engine.loss.discriminator_loss(fake, real)
+        engine._step(d_loss.float(), engine.d_optimizer, engine.d_scaler)
+        g_loss = engine._generator_step(real.shape[0], engine.g_loss.generator_loss)
+        return {"d_loss": d_loss.detach().float(), "g_loss": g_loss}
+
+
+class WGANGPTrainer(_GANTrainer):
     """WGAN-GP training: ``n_critic`` critic updates (each on a new real batch) per generator update.
 
     Args:
@@ -54,10 +234,13 @@ class WGANGPTrainer(Trainer):
         n_critic: critic updates per generator update (the paper: 5).
         gp_weight: lambda of the gradient penalty (the paper: 10).
         train_handlers: MONAI/Ignite handlers.
+        amp, channels_last, compile: the fast paths, as for :class:`DCGANTrainer`. The gradient
+            penalty (a gradient of a gradient) runs without ``torch.compile``, and in float32 under
+            fp16 (whose range the squared gradient norms can leave); bf16 keeps it in autocast.
 
     The output of each iteration is ``{"d_loss", "g_loss", "wasserstein", "gradient_penalty",
-    "generator_updated"}``; ``g_loss`` is the last generator loss. ``engine.state.critic_updates``
-    and ``engine.state.generator_updates`` count the updates.
+    "generator_updated"}`` (device tensors, and a bool); ``g_loss`` is the last generator loss.
+    ``engine.state.critic_updates`` and ``engine.state.generator_updates`` count the updates.
     """
 
     def __init__(
@@ -76,66 +259,46 @@ class WGANGPTrainer(Trainer):
         prepare_batch: Callable = prepare_real_batch,
         train_handlers: Sequence | None = None,
         non_blocking: bool = False,
+        amp: bool | str = False,
+        channels_last: bool = False,
+        compile: bool | dict = False,
     ):
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         if epoch_length is None:
             epoch_length = max(len(train_data_loader), n_critic)  # every epoch updates the generator
         super().__init__(
-            device=torch.device(device),
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch,
-            handlers=train_handlers,
-            decollate=False,
+            device, max_epochs, train_data_loader, generator, critic, g_optimizer, c_optimizer, latent_size,
+            epoch_length, prepare_batch, train_handlers, non_blocking, amp, channels_last, compile,
         )
-        self.generator = generator
-        self.critic = critic
-        self.g_optimizer = g_optimizer
-        self.c_optimizer = c_optimizer
-        self.latent_size = latent_size
+        self.critic, self.c_optimizer = self.discriminator, self.d_optimizer
         self.n_critic = n_critic
-        self.loss = WGANGPLoss(critic, gp_weight)
+        # the penalty differentiates twice: the bare critic, never a compiled one (its gradients still
+        # reach DDP's reduction, which hooks the parameters, through the same backward pass)
+        self.loss = WGANGPLoss(self.d_forward, gp_weight, penalty_critic=unwrap(self.critic),
+                               penalty_float32=self.amp_dtype == torch.float16)
+        self.g_loss = WGANGPLoss(self.d_bare, gp_weight)
         self.state.critic_updates = 0
-        self.state.generator_updates = 0
-        self.state.last_g_loss = float("nan")
-
-    def _latents(self, count: int) -> torch.Tensor:
-        return torch.randn(count, self.latent_size, device=self.state.device)
 
     def _iteration(self, engine: WGANGPTrainer, batchdata: Any) -> dict[str, Any]:
-        if batchdata is None:
-            raise ValueError("must provide batch data for current iteration.")
-        real = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        real = engine._real(batchdata)
         engine.generator.train()
         engine.critic.train()
-
-        with torch.no_grad():
-            fake = engine.generator(engine._latents(real.shape[0]))
+        device = engine.state.device
+        with torch.no_grad(), autocast(device, engine.amp_dtype):
+            fake = engine.g_forward(engine._latents(real.shape[0]))
         engine.c_optimizer.zero_grad(set_to_none=True)
-        critic = engine.loss.critic_loss(fake, real)
-        critic["loss"].backward()
-        engine.c_optimizer.step()
+        with autocast(device, engine.amp_dtype):
+            critic = engine.loss.critic_loss(fake, real)
+        engine._step(critic["loss"].float(), engine.c_optimizer, engine.d_scaler)
         engine.state.critic_updates += 1
 
         updated = engine.state.critic_updates % engine.n_critic == 0
-        if updated:
-            for p in engine.critic.parameters():  # the critic is fixed during the generator update
-                p.requires_grad_(False)
-            engine.g_optimizer.zero_grad(set_to_none=True)
-            g_loss = engine.loss.generator_loss(engine.generator(engine._latents(real.shape[0])))
-            g_loss.backward()
-            engine.g_optimizer.step()
-            for p in engine.critic.parameters():
-                p.requires_grad_(True)
-            engine.state.generator_updates += 1
-            engine.state.last_g_loss = g_loss.item()
+        g_loss = engine._generator_step(real.shape[0], engine.g_loss.generator_loss) if updated else engine._last_g()
         return {
-            "d_loss": critic["loss"].item(),
-            "g_loss": engine.state.last_g_loss,
-            "wasserstein": critic["wasserstein"].item(),
-            "gradient_penalty": critic["gradient_penalty"].item(),
+            "d_loss": critic["loss"].detach().float(),
+            "g_loss": g_loss,
+            "wasserstein": critic["wasserstein"].float(),
+            "gradient_penalty": critic["gradient_penalty"].float(),
             "generator_updated": updated,
         }

@@ -50,10 +50,23 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, help="data loader worker processes of the bundles (default 0)")
     p.add_argument("--bundles", type=Path, help="the folder of the bundles (default: the repository's bundles/)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad dataset cases when building datalists")
+    p.add_argument("--gpus", type=_gpu_list, metavar="0,1,...",
+                   help="GPUs to run the cells and GAN trainings on, one at a time per GPU (default: every GPU "
+                        "when there are several; on CPU the cells run one after the other)")
     p.add_argument("--sequential", action="store_true", help="run every stage in this process even with several GPUs")
     p.add_argument("--no-progress", action="store_true", help="no overall progress bar")
     p.set_defaults(func=cmd_study)
     return p
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        gpus = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus {text!r}: give GPU indices separated by commas, e.g. 0,1") from None
+    if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"--gpus {text!r}: give distinct GPU indices >= 0, e.g. 0,1")
+    return gpus
 
 
 def options_from_args(args: argparse.Namespace):
@@ -78,6 +91,7 @@ def options_from_args(args: argparse.Namespace):
         bundles_dir=args.bundles,
         skip_bad=args.skip_bad,
         parallel=False if args.sequential else None,
+        gpus=getattr(args, "gpus", None),
         progress=not args.no_progress,
         verbose=bool(getattr(args, "verbose", False)),
     )

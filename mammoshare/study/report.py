@@ -176,6 +176,7 @@ def _cell_entry(cell: dict, records: dict[str, dict], study_dir: Path) -> dict:
     return {
         **entry,
         "status": record.get("status", "failed"),
+        "ran_on": record.get("ran_on"),
         "error": record.get("error"),
         "reused": record.get("reused", False),
         "dir": str(Path(record.get("dir", "")) if record.get("dir") else ""),
@@ -465,6 +466,10 @@ def _report(plan, options, records, cells, tables_md, paired_md, env, stage_seco
                 "torch_threads", "device", "gpus", "parallel_workers"):
         if env.get(key) not in (None, [], ""):
             lines.append(f"- {key}: {env[key]}")
+    where = Counter(c.get("ran_on") or "not recorded" for c in cells if c["status"] in ("done", "failed"))
+    if where:
+        lines.append("- cells ran on: " + "; ".join(f"{place}: {n}" for place, n in sorted(where.items()))
+                     + " (each cell's `ran_on` in runs.json)")
     lines += ["", "## Time", "", f"This invocation: {seconds:.1f} s.", "",
               "| stage kind | run now | reused | failed | wall time now (s) | recorded time of all done stages (s) |",
               "|---|---:|---:|---:|---:|---:|"]

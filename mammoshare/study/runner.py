@@ -69,7 +69,8 @@ class StudyOptions:
     skip_bad: bool = False
     #: None: one worker per GPU when there are several; False: always in this process
     parallel: bool | None = None
-    #: the GPU indices for the workers (default: all of torch.cuda.device_count())
+    #: the GPU indices for the workers, one stage per GPU at a time (default: all of
+    #: torch.cuda.device_count() when there are several; given, even one GPU runs in a worker)
     gpus: list[int] | None = None
     progress: bool = True
     verbose: bool = False
@@ -346,9 +347,7 @@ def plan_study(options: StudyOptions) -> Plan:
 
 
 def _detect_gpus(options: StudyOptions) -> list[int]:
-    if options.gpus is not None:
-        return list(options.gpus)
-    if options.parallel is False or (options.device is not None and not str(options.device).startswith("cuda")):
+    if options.parallel is False:
         return []
     try:
         import torch
@@ -356,6 +355,15 @@ def _detect_gpus(options: StudyOptions) -> list[int]:
         count = torch.cuda.device_count()
     except Exception:  # noqa: BLE001
         count = 0
+    if options.gpus is not None:
+        on_cpu = options.device is not None and not str(options.device).startswith("cuda")
+        missing = [] if on_cpu else [g for g in options.gpus if not 0 <= g < count]  # CPU: worker slots only
+        if missing:
+            raise ValueError(f"--gpus {','.join(map(str, options.gpus))}: GPU {missing[0]} is not there "
+                             f"({count} CUDA GPU(s) visible); give indices below {count}, or no --gpus on CPU")
+        return list(options.gpus)
+    if options.device is not None and not str(options.device).startswith("cuda"):
+        return []
     return list(range(count)) if count > 1 else []
 
 
@@ -368,6 +376,7 @@ def _run_in_worker(spec: dict, study_dir: Path, gpu: int, console_level: int) ->
     runtime = dict(spec.get("runtime", {}))
     if runtime.get("device") is None or str(runtime["device"]).startswith("cuda"):
         runtime["device"] = "cuda"  # the one visible GPU
+    runtime["gpu_slot"] = f"GPU {gpu}"
     worker_spec["runtime"] = runtime
     write_json_atomically(spec_file, {"spec": worker_spec, "study_dir": str(study_dir), "console_level": console_level})
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
@@ -426,7 +435,8 @@ def run_study(options: StudyOptions | None = None, **kwargs: Any) -> StudyResult
                     bar.update(1)
                     continue
                 todo.append(spec)
-            workers = gpus if phase in ("gan", "cell") and len(gpus) > 1 else []
+            # one cell (or GAN training) per GPU: always with --gpus, else with several GPUs
+            workers = gpus if phase in ("gan", "cell") and (len(gpus) > 1 or options.gpus is not None) else []
             for record in _execute(todo, study_dir, workers, console_level, bar):
                 records[record["id"]] = {**record, "reused": False}
                 ran.append(record["id"])

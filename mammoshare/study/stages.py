@@ -236,6 +236,26 @@ def _clear(folder: Path, keep: tuple[str, ...] = ()) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
+def placement(runtime: dict) -> str:
+    """Where a stage runs, for its record and the report: ``"GPU 1 (NVIDIA ...)"`` for a worker pinned
+    to a GPU, else the device of this process (``"cpu"``, ``"cuda (NVIDIA ...)"``); a CPU worker of
+    a GPU slot (``--gpus`` with ``--device cpu``) says so."""
+    import torch
+
+    device = str(runtime.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        try:
+            name = torch.cuda.get_device_name(torch.device(device))
+        except Exception:  # noqa: BLE001 - a name is only for the report
+            name = None
+    slot = runtime.get("gpu_slot")
+    if not device.startswith("cuda"):
+        return f"{device} (worker of the {slot} slot)" if slot else device
+    where = slot or device
+    return f"{where} ({name})" if name else where
+
+
 def execute_spec(spec: dict, study_dir: Path, console_level: int = logging.ERROR) -> dict:
     """Run one stage in this process and write its record; returns the record.
 
@@ -264,6 +284,7 @@ def execute_spec(spec: dict, study_dir: Path, console_level: int = logging.ERROR
         "status": "running",
         "started": now(),
         "resumed": resume,
+        "ran_on": placement(spec.get("runtime", {})),
     }
     write_json_atomically(folder / STAGE_FILE, record)
     start = time.perf_counter()
