@@ -8,7 +8,7 @@ the parts are orthogonal, each is fixed by one 64x64 quadrant, and a flip only c
 some parts, so ``<a, g(b)> = sum_ab chi_ab(g) <a_ab, b_ab>`` with ``chi = +-1``. The search keeps
 four ``(n, 4096)`` quadrant matrices per set and combines their products per flip.
 
-Both searches run over row chunks x column chunks (a few tens of MB at a time), so memory stays
+Both searches run over row chunks x column chunks (a set against itself: each pair of blocks once) (a few tens of MB at a time), so memory stays
 bounded whatever the set sizes, and return, for every query, the nearest reference of each group
 (e.g. train and holdout) and, for every reference, its nearest query.
 """
@@ -103,30 +103,43 @@ def _search(block_fn, n_queries: int, n_refs: int, groups: np.ndarray, names: li
     best_idx = torch.full((len(names), n_queries), -1, dtype=torch.long)
     rev = torch.full((n_refs,), float("inf"))
     rev_idx = torch.full((n_refs,), -1, dtype=torch.long)
+    def update_rows(dist: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> None:
+        block_code = code[c0:c1]
+        for gi in range(len(names)):
+            mask = block_code == gi
+            if not bool(mask.any()):
+                continue
+            cols = torch.nonzero(mask).flatten()
+            gmin, garg = dist[:, cols].min(dim=1)
+            better = gmin < best[gi, r0:r1]
+            best[gi, r0:r1] = torch.where(better, gmin, best[gi, r0:r1])
+            best_idx[gi, r0:r1] = torch.where(better, cols[garg] + c0, best_idx[gi, r0:r1])
+
+    # a set against itself is symmetric: each pair of blocks once, used for both of its row ranges
+    symmetric = exclude_self and n_queries == n_refs
+    if symmetric:
+        col_chunk = row_chunk
     for r0 in range(0, n_queries, row_chunk):
         r1 = min(r0 + row_chunk, n_queries)
-        for c0 in range(0, n_refs, col_chunk):
+        for c0 in range(r0 if symmetric else 0, n_refs, col_chunk):
             c1 = min(c0 + col_chunk, n_refs)
             dist = block_fn(r0, r1, c0, c1)  # (rows, cols)
             if exclude_self and r0 < c1 and c0 < r1:
                 rows = torch.arange(max(r0, c0), min(r1, c1))
                 dist[rows - r0, rows - c0] = float("inf")
-            cmin, carg = dist.min(dim=0)
-            better = cmin < rev[c0:c1]
-            rev[c0:c1] = torch.where(better, cmin, rev[c0:c1])
-            rev_idx[c0:c1] = torch.where(better, carg + r0, rev_idx[c0:c1])
-            block_code = code[c0:c1]
-            for gi in range(len(names)):
-                mask = block_code == gi
-                if not bool(mask.any()):
-                    continue
-                cols = torch.nonzero(mask).flatten()
-                gmin, garg = dist[:, cols].min(dim=1)
-                better = gmin < best[gi, r0:r1]
-                best[gi, r0:r1] = torch.where(better, gmin, best[gi, r0:r1])
-                best_idx[gi, r0:r1] = torch.where(better, cols[garg] + c0, best_idx[gi, r0:r1])
+            update_rows(dist, r0, r1, c0, c1)
+            if symmetric and c0 != r0:
+                update_rows(dist.T, c0, c1, r0, r1)
+            if not symmetric:
+                cmin, carg = dist.min(dim=0)
+                better = cmin < rev[c0:c1]
+                rev[c0:c1] = torch.where(better, cmin, rev[c0:c1])
+                rev_idx[c0:c1] = torch.where(better, carg + r0, rev_idx[c0:c1])
         if progress is not None:
             progress.update(r1 - r0)
+    if symmetric:  # the nearest query of a reference is its nearest reference
+        overall, which = best.min(dim=0)
+        rev, rev_idx = overall, best_idx.gather(0, which[None])[0]
     distance = {name: best[i].numpy().astype(np.float64) for i, name in enumerate(names)}
     index = {name: np.where(best_idx[i].numpy() >= 0, local[best_idx[i].numpy().clip(0)], -1) for i, name in enumerate(names)}
     return NearestResult(distance, index, rev.numpy().astype(np.float64), rev_idx.numpy())
