@@ -55,7 +55,7 @@ def write_markdown(audit: dict, path: Path) -> Path:
         f"- synthetic: {data['synthetic']['patches']} patches ({data['synthetic']['datalist']}"
         f"{', sampled by the audit' if data['synthetic']['sampled_by_audit'] else ''})",
         *[
-            f"- {name}: {d['patches']} {d['labels']} patches of {d['patients']} patients, {d['datalist']} {d['subsets']}"
+            f"- {name}: {d['patches']} patches ({d['labels']}) of {d['patients']} patients, {d['datalist']} {d['subsets']}"
             + (f", {d['skipped']} skipped" if d["skipped"] else "")
             for name, d in (("train", data["train"]), ("holdout", data["holdout"]))
         ],
