@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .study.cli import add_study_parser
 
     add_study_parser(sub)
+    from .audit.cli import add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 

@@ -1,0 +1,169 @@
+"""The audit's PNG sheets: samples, worst nearest-neighbour pairs, MS-SSIM and distance histograms,
+per-snapshot diversity. The nearest-neighbour sheet shows real training patches: it stays in the
+centre with the rest of the audit folder (only the summary is shared)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_sheets"]
+
+_FLIP_NAMES = ("", "flipped H", "flipped V", "flipped H+V")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _flip(patch: np.ndarray, flip: int) -> np.ndarray:
+    if flip in (1, 3):
+        patch = patch[:, ::-1]
+    if flip in (2, 3):
+        patch = patch[::-1]
+    return patch
+
+
+def _mosaic(tiles: list[np.ndarray], cols: int, gap: int = 4) -> np.ndarray:
+    """Tiles ``(S, S)`` laid out row by row with a white gap: one image, drawn with one ``imshow``."""
+    size = tiles[0].shape[0]
+    rows = math.ceil(len(tiles) / cols)
+    canvas = np.ones((rows * (size + gap) - gap, cols * (size + gap) - gap), dtype=np.float32)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        canvas[r * (size + gap) : r * (size + gap) + size, c * (size + gap) : c * (size + gap) + size] = tile
+    return canvas
+
+
+def _samples(out: Path, syn, seed: int) -> Path:
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    n = min(64, len(syn))
+    pick = np.sort(rng.choice(len(syn), n, replace=False))
+    cols = math.ceil(math.sqrt(n))
+    fig, ax = plt.subplots(figsize=(8, 8 * math.ceil(n / cols) / cols + 0.4))
+    ax.imshow(_mosaic([syn.patches[i] for i in pick], cols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"{n} random synthetic samples of {len(syn)}", fontsize=9)
+    path = out / "samples.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
+    plt = _plt()
+    idx, t_idx, h_idx, flips_t, flips_h, arr = worst
+    tiles, labels = [], []
+    for i, t, h, ft, fh in zip(idx, t_idx, h_idx, flips_t, flips_h):
+        tiles += [syn.patches[i], _flip(real[t], ft), _flip(real[n_t + h], fh)]
+        labels += [f"synthetic #{i}", f"train NCC {1 - arr['d_train'][i]:.3f} {_FLIP_NAMES[ft]}",
+                   f"holdout NCC {1 - arr['d_holdout'][i]:.3f} {_FLIP_NAMES[fh]}"]
+    rows, size, gap = len(idx), 128, 4
+    fig, ax = plt.subplots(figsize=(6, 2 * rows + 0.6))
+    ax.imshow(_mosaic(tiles, 3, gap), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for k, label in enumerate(labels):
+        r, c = divmod(k, 3)
+        ax.text(c * (size + gap) + 2, r * (size + gap) + 10, label, color="yellow", fontsize=6,
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+    ax.axis("off")
+    ax.set_title("Samples closest to a training patch (pixel NCC, flips included): sample | nearest train | "
+                 "nearest holdout\nREAL PATIENT PATCHES: do not share", fontsize=7)
+    path = out / "nearest_neighbours.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _msssim(out: Path, msssim: dict, family: dict) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(msssim["msssim_real"], bins=bins, alpha=0.6, density=True, label="real pairs")
+    ax.hist(msssim["msssim_synthetic"], bins=bins, alpha=0.6, density=True, label="synthetic pairs")
+    thr = family["figures"]["msssim_synthetic_pairs"]["threshold"]
+    for key, style in (("warn", "--"), ("fail", ":")):
+        if thr[key] is not None:
+            ax.axvline(thr[key], color="k", linestyle=style, linewidth=1, label=f"{key} threshold")
+    ax.set_xlabel("MS-SSIM of a random pair")
+    ax.set_title(f"diversity: {family['verdict']}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "msssim_hist.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _ratios(out: Path, arrays: dict, family: dict) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
+    for col, space in enumerate(("pixel", "feature")):
+        a = arrays[space]
+        ax = axes[0, col]
+        hi = float(np.quantile(np.concatenate([a["d_train"], a["d_train_holdout"]]), 0.995)) or 1.0
+        bins = np.linspace(0, hi, 41)
+        ax.hist(a["d_train_holdout"], bins=bins, alpha=0.6, density=True, label="holdout -> train")
+        ax.hist(a["d_train"], bins=bins, alpha=0.6, density=True, label="synthetic -> train")
+        ax.axvline(a["tau"], color="k", linestyle="--", linewidth=1, label="copy distance (1st pct)")
+        ax.set_title(f"{space}: distance to the nearest training patch", fontsize=8)
+        ax.legend(fontsize=6)
+        ax = axes[1, col]
+        hi = float(np.quantile(np.concatenate([a["ratio"], a["ratio_holdout"]]), 0.995)) or 2.0
+        bins = np.linspace(0, max(hi, 1.05), 41)
+        ax.hist(a["ratio_holdout"], bins=bins, alpha=0.6, density=True, label="real holdout")
+        ax.hist(a["ratio"], bins=bins, alpha=0.6, density=True, label="synthetic")
+        ax.axvline(a["rho"], color="k", linestyle="--", linewidth=1, label="1st pct of real")
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set_title(f"{space}: nearest-train / nearest-holdout distance", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"memorisation: {family['verdict']}", fontsize=9)
+    fig.tight_layout()
+    path = out / "distance_ratio_hist.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
+    plt = _plt()
+    fig, ax1 = plt.subplots(figsize=(max(5, 0.4 * len(snapshots)), 3.4))
+    names = [s["snapshot"] for s in snapshots]
+    x = np.arange(len(names))
+    ax1.plot(x, [np.nan if s["msssim_mean"] is None else s["msssim_mean"] for s in snapshots], "o-", label="MS-SSIM synthetic")
+    ax1.axhline(family["figures"]["msssim_synthetic_pairs"]["baseline"], color="C0", linestyle="--", label="MS-SSIM real")
+    ax1.set_ylabel("mean MS-SSIM")
+    ax2 = ax1.twinx()
+    ax2.plot(x, [s["cluster_ratio"] for s in snapshots], "s-", color="C1", label="cluster ratio")
+    ax2.set_ylabel("clusters synthetic / real")
+    ax1.set_xticks(x, names, rotation=60, fontsize=6, ha="right")
+    ax1.legend(loc="upper left", fontsize=6)
+    ax2.legend(loc="upper right", fontsize=6)
+    ax1.set_title("diversity per snapshot", fontsize=9)
+    fig.tight_layout()
+    path = out / "snapshots.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_sheets(out: Path, *, syn, real, n_t, worst, arrays, msssim, snapshots, families, seed) -> dict:
+    """Write every sheet into ``out``; returns ``{name: file name}``."""
+    files = {
+        "samples": _samples(out, syn, seed),
+        "nearest_neighbours": _neighbours(out, syn, real, n_t, worst),
+        "msssim_hist": _msssim(out, msssim, families["diversity"]),
+        "distance_ratio_hist": _ratios(out, arrays, families["memorisation"]),
+    }
+    if snapshots:
+        files["snapshots"] = _snapshots(out, snapshots, families["diversity"])
+    files = {k: Path(v).name for k, v in files.items()}
+    files.update({"audit_json": "audit.json", "audit_md": "audit.md", "worst_pairs": "worst_pairs.json"})
+    return files
