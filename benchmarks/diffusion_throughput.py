@@ -1,0 +1,112 @@
+"""Images/s of the ddpm_bcdr diffusion model: training steps and DDIM sampling.
+
+- ``train``: images/s of the bundle's training iteration (SupervisedTrainer, DiffusionPrepareBatch
+  with the lesion class, MSE on the noise, Adam, AMP on CUDA), on batches held in memory, so that
+  the number is the network's;
+- ``sample``: finished patches/s of DDIM sampling with ``--steps`` steps (50, the bundle default),
+  ``--sample_batch`` patches per UNet call, as the inference config runs it.
+
+The UNet is the bundle's default (channels 64/128/128, attention at the two lower levels) unless
+``--channels`` says otherwise. Rates are from the median of ``--repeats`` timings after a warm-up.
+
+    python benchmarks/diffusion_throughput.py [--device cpu] [--batch_size 8] [--sample_batch 8] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.networks.nets import DiffusionModelUNet
+
+from mammoshare.diffusion.conditioning import (
+    ClassConditionedDiffusionInferer,
+    LesionDiffusionPrepareBatch,
+    sampling_scheduler,
+    training_scheduler,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--channels", default="64,128,128")
+    parser.add_argument("--batch_size", type=int, default=8, help="training batch (the bundle default)")
+    parser.add_argument("--sample_batch", type=int, default=8, help="patches per sampling batch")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--train_iterations", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2, help="timings of training and of sampling")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    channels = [int(c) for c in args.channels.split(",")]
+    attention = [False] + [True] * (len(channels) - 1)
+    torch.manual_seed(0)
+    network = DiffusionModelUNet(
+        spatial_dims=2, in_channels=1, out_channels=1, channels=channels, attention_levels=attention,
+        num_res_blocks=1, num_head_channels=channels[-1], num_class_embeds=4,
+    ).to(device)
+    amp = device.type == "cuda"
+    batches = [
+        {"image": torch.rand(args.batch_size, 1, 128, 128) * 2 - 1, "class_label": torch.randint(0, 3, (args.batch_size,))}
+        for _ in range(args.train_iterations)
+    ]
+    trainer = SupervisedTrainer(
+        device=device, max_epochs=1, train_data_loader=batches, network=network,
+        optimizer=torch.optim.Adam(network.parameters(), 2.5e-5), loss_function=torch.nn.MSELoss(),
+        inferer=ClassConditionedDiffusionInferer(training_scheduler("ddpm", 1000)),
+        prepare_batch=LesionDiffusionPrepareBatch(1000), amp=amp, decollate=False,
+    )
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_once() -> float:
+        trainer.state.max_epochs, trainer.state.epoch, trainer.state.iteration = None, 0, 0
+        sync()
+        start = time.perf_counter()
+        trainer.run()
+        sync()
+        return (time.perf_counter() - start) / args.train_iterations
+
+    train_once()  # warm-up
+    train_times = [train_once() for _ in range(args.repeats)]
+
+    network.eval()
+    scheduler = sampling_scheduler("ddim", "ddpm", args.steps, 1000)
+    inferer = ClassConditionedDiffusionInferer(scheduler)
+    noise = torch.randn(args.sample_batch, 1, 128, 128, device=device)
+    labels = torch.zeros(args.sample_batch, dtype=torch.long, device=device)
+
+    def sample_once() -> float:
+        sync()
+        start = time.perf_counter()
+        with torch.autocast("cuda", enabled=amp):
+            inferer.sample(noise, network, scheduler, class_labels=labels)
+        sync()
+        return time.perf_counter() - start
+
+    if device.type == "cuda":
+        sample_once()  # warm-up (kernel selection)
+    sample_times = [sample_once() for _ in range(args.repeats)]
+    result = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "channels": channels,
+        "amp": amp,
+        "train_batch": args.batch_size,
+        "train_images_per_s": round(args.batch_size / statistics.median(train_times), 3),
+        "sample_batch": args.sample_batch,
+        "ddim_steps": args.steps,
+        "sample_images_per_s": round(args.sample_batch / statistics.median(sample_times), 4),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
