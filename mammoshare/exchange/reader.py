@@ -87,7 +87,7 @@ class ZipSource:
         seen: dict[str, str] = {}
         for info in infos:
             name = info.filename
-            reasons = name_problems(name)
+            reasons = name_problems(info.orig_filename)  # zipfile cuts a name at a NUL; the original holds it
             mode = (info.external_attr >> 16) & 0xFFFF
             kind = stat.S_IFMT(mode)
             if kind == stat.S_IFLNK:
@@ -141,6 +141,14 @@ class ZipSource:
         if len(data) != info.file_size:
             raise ReadError(f"{name}: holds {'more' if len(data) > info.file_size else 'fewer'} bytes than it declares")
         return data
+
+    def head(self, name: str, count: int) -> bytes:
+        """The first ``count`` bytes of an entry (no more is read)."""
+        try:
+            with self.zf.open(self.infos[name]) as f:
+                return f.read(count)
+        except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:
+            raise ReadError(f"{name}: unreadable ({e})") from None
 
     def digest(self, name: str) -> tuple[str, int]:
         info = self.infos[name]
@@ -228,6 +236,10 @@ class DirSource:
         if len(data) > limit:
             raise ReadError(f"{name}: more than the {limit} bytes accepted for this file")
         return data
+
+    def head(self, name: str, count: int) -> bytes:
+        with open(self.path / name, "rb") as f:
+            return f.read(count)
 
     def digest(self, name: str) -> tuple[str, int]:
         digest, size = hashlib.sha256(), 0

@@ -318,7 +318,7 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
     problems, texts = [], {}
     for name in sorted(names):
         try:
-            head = src.read(name, 1 << 20) if src.size(name) <= 1 << 20 else src.read(name)[: 1 << 20]
+            head = src.read(name, 1 << 20) if src.size(name) <= 1 << 20 else src.head(name, 1 << 20)
         except ReadError as e:
             problems.append(str(e))
             continue
@@ -462,7 +462,7 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
             try:
                 data = texts.get(name)
                 if data is None:
-                    data = src.read(name, 1 << 20) if src.size(name) <= 1 << 20 else src.read(name)[: 8 + min(int.from_bytes(src.read(name)[:8], "little"), 1 << 20)]
+                    data = src.head(name, 8 + min(int.from_bytes(src.head(name, 8), "little"), 1 << 20))
                 scanned.update(scan_texts_of(name, data))
             except ReadError as e:
                 scanned[name] = str(e)
@@ -480,7 +480,7 @@ def _check_signature(report: VerifyReport, src, names: set, texts: dict, trusted
     loose = " (accepted: --allow-unsigned)" if allow_unsigned else "; refused (give the sender's --trusted-key, or --allow-unsigned)"
     if SIGNATURE not in names:
         report.signature_status = "unsigned"
-        report.add("signature", SKIPPED if allow_unsigned else FAIL, f"UNSIGNED: no {SIGNATURE}{loose}")
+        report.add("signature", SKIPPED if allow_unsigned else FAIL, f"{SIGNATURE}: UNSIGNED: the archive has no {SIGNATURE}{loose}")
         return
     keys = []
     for path in trusted_keys:
@@ -497,7 +497,7 @@ def _check_signature(report: VerifyReport, src, names: set, texts: dict, trusted
     report.signer_key = result.fingerprint
     if result.status == "unknown key":
         report.signature_status = "signed by an unknown key"
-        report.add("signature", SKIPPED if allow_unsigned else FAIL, f"SIGNED BY AN UNKNOWN KEY: {result.detail}{loose}")
+        report.add("signature", SKIPPED if allow_unsigned else FAIL, f"{SIGNATURE}: SIGNED BY AN UNKNOWN KEY: {result.detail}{loose}")
         return
     if result.status == "invalid":
         report.signature_status = "invalid"
@@ -513,7 +513,7 @@ def _check_signature(report: VerifyReport, src, names: set, texts: dict, trusted
                    f"signed but absent {absent[:6]}, changed since signing {changed[:6]}")
         return
     report.signature_status = "trusted"
-    report.add("signature", OK, f"TRUSTED: {result.detail}; it covers all {len(files)} files")
+    report.add("signature", OK, f"{SIGNATURE}: TRUSTED: {result.detail}; it covers all {len(files)} files")
     if report.verified_files:
         report.verified_files[SIGNATURE] = hashlib.sha256(texts[SIGNATURE]).hexdigest()
 
@@ -537,6 +537,8 @@ def _check_weights(report: VerifyReport, src, names: set, spec) -> None:
             state = read_safetensors(src.read(name), name, spec)
             network.load_state_dict(state, strict=True)
             del state
+            if name != MODEL:
+                continue  # a snapshot has the model's shapes (checked above): one run of the network is enough
             with torch.no_grad():
                 made = network(torch.zeros(1, *spec.latent_shape))
             if list(made.shape[1:]) != [spec.channels, *spec.image_size]:
@@ -552,7 +554,7 @@ def _check_weights(report: VerifyReport, src, names: set, spec) -> None:
         report.add("weights", FAIL, "; ".join(problems[:6]))
     else:
         report.add("weights", OK, f"{len(weight_names)} safetensors file(s) hold exactly the tensors of {GENERATOR}'s generator, "
-                   f"load strictly into the receiver's own network and make {spec.channels} x {spec.image_size}")
+                   f"load strictly into the receiver's own network; {MODEL} makes {spec.channels} x {spec.image_size}")
 
 
 
