@@ -361,7 +361,7 @@ def test_pack_refuses_patient_ids(tmp_path, bundle):
         ("full-width \uff24\uff10\uff11_\uff13", "D01_3"),  # NFKC
     ]:
         card.write_text(clean_card + "\n" + text + "\n")
-        with pytest.raises(PackError, match=rf"docs/README.md line \d+: patient id '{found}'") as info:
+        with pytest.raises(PackError, match=rf"docs/README.md line \d+: patient id '{found}'"):
             pack_bundle(bundle, out, train_datalist=datalist)
         assert not out.exists(), text
     card.write_text(clean_card)

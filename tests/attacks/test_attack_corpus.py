@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 import corpus
 from mammoshare.exchange.archive import UnpackError, pack_bundle, unpack_bundle
 from mammoshare.exchange.signing import generate_signing_key
-from mammoshare.exchange.verify import FAIL, verify_bundle
+from mammoshare.exchange.verify import verify_bundle
 from test_exchange import make_bundle
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
