@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["EpochProgressBar", "AveragedLossLogger"]
+__all__ = ["EpochProgressBar", "AveragedLossLogger", "AtomicCheckpointSaver"]
 
 
 class EpochProgressBar:
@@ -108,3 +108,28 @@ class AveragedLossLogger:
                 "the last good state is that of the previous epoch (last.pt or the best checkpoint); "
                 "lower the learning rate or check the data"
             )
+
+
+def _atomic_save_func(self, checkpoint, path, func) -> None:
+    from mammoshare.atomic import atomic_write
+
+    with atomic_write(path) as f:
+        func(checkpoint, f, **self.kwargs)
+
+
+class AtomicCheckpointSaver:
+    """MONAI's ``CheckpointSaver`` whose files (``model.pt``, ``model_final.pt``, interval
+    checkpoints) are written kill-safely (:mod:`mammoshare.atomic`): MONAI's own saver writes in
+    place (``atomic=False``), so a run killed while saving would leave a truncated ``model.pt``.
+    Takes the same arguments as ``monai.handlers.CheckpointSaver``."""
+
+    def __new__(cls, *args, **kwargs):
+        import types
+
+        from monai.handlers import CheckpointSaver
+
+        saver = CheckpointSaver(*args, **kwargs)
+        for checkpoint in (saver._final_checkpoint, saver._key_metric_checkpoint, saver._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler._save_func = types.MethodType(_atomic_save_func, checkpoint.save_handler)
+        return saver

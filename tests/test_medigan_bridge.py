@@ -147,7 +147,7 @@ def bundle_network(bundle: Path) -> tuple[nn.Module, dict]:
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle)
     network = parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    network.load_state_dict(load_generator_weights(bundle / "models" / "model.safetensors").state_dict)
     return network.eval(), parser.get()
 
 
@@ -196,13 +196,15 @@ def _valid_metadata(bundle: Path) -> dict:
 def test_import_00002_zip_gives_the_published_generator(packages, tmp_path):
     zip_path = packages["paths"]["00002"]
     bundle = import_medigan_package(zip_path, tmp_path / "optimam")
-    for required in ("configs/metadata.json", "configs/inference.json", "configs/logging.conf", "docs/README.md", "LICENSE", "models/model.pt"):
+    for required in ("configs/metadata.json", "configs/generator.json", "configs/inference.json", "configs/logging.conf",
+                     "docs/README.md", "LICENSE", "models/model.safetensors"):
         assert (bundle / required).is_file(), required
     meta = _valid_metadata(bundle)
     origin = meta["origin"]
     assert origin["medigan_model_id"] == "00002_DCGAN_MMG_MASS_ROI" and origin["layout"] == "medigan-00002"
     assert origin["package_file"] == "MALIGN_DCGAN.zip" and origin["package_sha256"] == sha256(zip_path)
-    assert origin["model_sha256"] == sha256(bundle / "models" / "model.pt")
+    assert origin["model_sha256"] == sha256(bundle / "models" / "model.safetensors")
+    assert not (bundle / "models" / "model.pt").exists()  # re-saved as safetensors, no pickle
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 200
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [1, 1]
     assert meta["network_data_format"]["outputs"]["pred"]["spatial_shape"] == [128, 128]
@@ -212,9 +214,11 @@ def test_import_00002_zip_gives_the_published_generator(packages, tmp_path):
     network, config = bundle_network(bundle)
     assert (config["latent_size"], config["ngf"], config["multipliers"], config["leaky_slope"], config["decoding"]) == (
         200, 45, [10, 8, 4, 2, 1], 0.2, "tanh")
-    # our layout: plain tensors with the Sequential's keys
-    weights = load_generator_weights(bundle / "models" / "model.pt")
-    assert weights.layout == "ours" and "0.weight" in weights.state_dict
+    # our layout, as safetensors: plain tensors with the Sequential's keys
+    weights = load_generator_weights(bundle / "models" / "model.safetensors")
+    assert weights.layout == "safetensors" and "0.weight" in weights.state_dict
+    spec = json.loads((bundle / "configs" / "generator.json").read_text())
+    assert spec["family"] == "dcgan" and spec["parameters"]["widths"] == [450, 360, 180, 90, 45] and spec["output_decoding"] == "tanh"
     z = latents(4, 200, seed=1)
     reference = packages["nets"]["00002"]
     with torch.no_grad():
@@ -281,6 +285,24 @@ def test_import_00006_folder(packages, tmp_path):
         assert torch.equal(network(z), packages["nets"]["00006"](z[:, :, None, None]))
 
 
+def test_install_into_an_existing_bundle_evaluates_nothing(packages, tmp_path):
+    """medigan-import into an existing bundle reads its configs as JSON only: a trap expression in
+    its network_def (run by MONAI's parser, which the import once used) never runs."""
+    copy = tmp_path / "dcgan_optimam"
+    shutil.copytree(REPO / "bundles" / "dcgan_optimam", copy, ignore=shutil.ignore_patterns("model.pt", "synthetic"))
+    marker = tmp_path / "CONFIG_EVALUATED"
+    config = json.loads((copy / "configs" / "inference.json").read_text())
+    config["network_def"]["ngf"] = f"$__import__('pathlib').Path({str(marker)!r}).write_text('ran') and 45"
+    config["trap"] = f"$__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
+    (copy / "configs" / "inference.json").write_text(json.dumps(config))
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    import_medigan_package(packages["paths"]["00002"], copy)
+    assert not marker.exists()
+    assert all(p.read_bytes() == data for p, data in before.items())  # nothing of the bundle's own changed
+    added = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() and p not in before)
+    assert added == ["models/model.safetensors", "models/origin.json"]
+
+
 def test_install_into_the_shipped_optimam_bundle(packages, tmp_path):
     shipped = REPO / "bundles" / "dcgan_optimam"
     _valid_metadata(shipped)
@@ -295,7 +317,9 @@ def test_install_into_the_shipped_optimam_bundle(packages, tmp_path):
     assert import_medigan_package(zip_path, copy) == copy
     assert (copy / "configs" / "inference.json").read_bytes() == config_before
     meta = _valid_metadata(copy)
-    assert meta["origin"]["package_sha256"] == sha256(zip_path) and meta["name"] == "dcgan_optimam"
+    assert meta == _valid_metadata(shipped)  # only the files the import owns are written
+    origin = json.loads((copy / "models" / "origin.json").read_text())
+    assert origin["package_sha256"] == sha256(zip_path) and origin["model_sha256"] == sha256(copy / "models" / "model.safetensors")
     network, _ = bundle_network(copy)  # the shipped network_def takes the published tensors
     z = latents(2, 200, seed=3)
     with torch.no_grad():
@@ -344,7 +368,7 @@ def test_unknown_layout_wrong_shapes_and_missing_weights(packages, tmp_path):
 
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"generator": {"main.0.weight": Path("code")}}, unsafe)  # not plain tensors: refused unpickled
-    with pytest.raises(MediganPackageError, match=r"unsafe\.pt: cannot be loaded as plain tensors"):
+    with pytest.raises(MediganPackageError, match=r"unsafe\.pt: the pickle names pathlib.*refused unread"):
         import_medigan_package(unsafe, tmp_path / "x5")
 
     with pytest.raises(MediganPackageError, match="00002_DCGAN_MMG_MASS_ROI, not of 00005"):

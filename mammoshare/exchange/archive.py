@@ -1,74 +1,65 @@
-"""Packing, signing and unpacking generator bundles for exchange between centres.
+"""Packing and unpacking data-only generator archives for exchange between centres.
 
-The archive (``mammoshare pack BUNDLE_DIR --out FILE.zip``) is a zip holding ONLY these files, at
-its root, whatever else the bundle folder holds (``last.pt``, TensorBoard logs, datalists,
-previews, ``logging.conf``, training configs are never packed):
+The archive (``mammoshare pack BUNDLE_DIR --out FILE.zip``) holds ONLY data, at its root:
 
-=================================  =============================================================
-``configs/metadata.json``          the bundle's metadata (its ``version`` must be in its
-                                   ``changelog``), plus ``output_decoding``, ``snapshots`` (file
-                                   names and SHA-256) and the packages the packed inference needs
-``configs/inference.json``         written by the packer (:mod:`mammoshare.exchange.selfcontained`):
-                                   runs with MONAI and torch alone; the bundle's own is not copied
-``models/model.pt``                generator tensors only (a flat ``state_dict``), copied byte for byte
-``models/snapshots/*.pt``          optional, generator tensors only
-``models/model.ts``                optional TorchScript export, copied as is (never loaded)
-``docs/README.md``, ``LICENSE``    the model card and the licence
-``manifest.json``                  SHA-256 and size of every other file (see below)
-``signature.sig``                  optional: Ed25519 signature of ``manifest.json``
-=================================  =============================================================
+====================================  ==========================================================
+``configs/metadata.json``             the bundle's metadata (MONAI schema; its ``version`` in its
+                                      ``changelog``; no ``$``/``@``/``%`` expression anywhere)
+``configs/generator.json``            the declarative generator: family, parameters, image size,
+                                      channels, output decoding (:mod:`mammoshare.gan.weights`)
+``configs/inference.json``            the PINNED inference config: produced byte for byte from
+                                      ``generator.json`` by the family's fixed template
+``models/model.safetensors``          the generator's tensors (safetensors: never a pickle)
+``models/snapshots/*.safetensors``    optional generator snapshots
+``docs/README.md``, ``LICENSE``       the model card and the licence
+``manifest.json``                     every other file's SHA-256 and size, the bundle's name and
+                                      version, and the optional ``audit`` summary
+``model.sig``                         optional: the OpenSSF model-signing signature (Ed25519, DSSE,
+                                      in-toto) over every file, the manifest included
+====================================  ==========================================================
+
+Nothing of an archive is ever evaluated, imported or unpickled by the receiver: ``generator.json``
+is checked against the known families' parameter ranges, the weights are read as safetensors with
+limits, and the inference config that runs is the receiver's own (``verify`` regenerates it and
+refuses any other; ``unpack`` writes the regenerated one). ``--trust`` lets a non-pinned config
+through as explicit, recorded consent (``receipt.json``); nothing else is ever waived.
 
 Packing refuses, naming the file and the reason: a missing required file; weights that are not a
-flat dict of generator tensors loadable with ``weights_only=True`` (a ``last.pt`` with
-discriminator/critic or optimizer state, pickled Python objects, tensors of another network); a
-metadata file failing the MONAI schema or whose version is not in its changelog; weights that do
-not match the bundle's configured geometry; and, with ``--train-datalist``, any text file of the
-archive (metadata, configs, model card, licence, manifest) or file name containing a patient id of
-that datalist (every ``patient_id`` of every record, matched as a whole word, case-insensitively).
+generator's tensors (``last.pt`` with discriminator or optimizer state, pickled objects, another
+network, a medigan checkpoint not yet imported); a generator outside the known families' ranges;
+metadata failing the MONAI schema, with an expression, or whose version is not in its changelog;
+and, with ``--train-datalist``, any patient id of that datalist in any file name, text, JSON key or
+value, or safetensors header of the archive (ids are matched after Unicode NFKC normalisation,
+with zero-width and other invisible characters removed, case-folded, ``_ - . / \\`` treated as
+one separator, as a whole token: ``<fileid>_<patientid>_MG_R_CC_ANON``, ``patient_<id>``,
+``epoch_<id>.pt`` are found, ``<id>0`` is not).
 
-Manifest (``manifest.json``, UTF-8 JSON, keys sorted, one-space indent, trailing newline)::
-
-    {"bundle": {"name": ..., "version": ...},
-     "files": {"LICENSE": {"sha256": "<hex>", "size": <bytes>}, ...},
-     "format": "mammoshare-bundle-archive", "format_version": 1, "hash": "sha256",
-     "signing_key_sha256": "<hex>"}          # only in signed archives
-
-What is signed: ``signature.sig`` is one line of ASCII, the standard base64 encoding of the 64-byte
-Ed25519 signature (RFC 8032, the ``cryptography`` library) of the exact bytes of the
-``manifest.json`` entry. Since the manifest holds the SHA-256 of every other file, the signature
-covers every file's content and name; only ``signature.sig`` itself and the zip container (entry
-order, timestamps) are outside it, and the verifier refuses any file not listed. The manifest's
-``signing_key_sha256`` is the SHA-256 of the signer's raw 32-byte public key (its fingerprint).
-
-Determinism: entries sorted by name, stored uncompressed (so no zlib version can change the
-bytes), timestamp 1980-01-01 00:00:00, Unix permissions 0644, no directory entries, no comment:
-the same bundle packs to the same archive, byte for byte, and so to the same SHA-256, which the
-packer prints for the receiver to compare out of band (``mammoshare verify --expect-sha256``).
-
-Unpacking (``mammoshare unpack FILE.zip --out DIR``) runs :func:`mammoshare.exchange.verify.verify_bundle`
-first and writes nothing (DIR is not even created) unless every check passes; ``--trust`` waives
-the config allow-list check only. It writes only the manifest's files (plus the manifest and the
-signature), re-hashing each against the verified manifest, and refuses a non-empty DIR.
+Determinism: entries sorted by name, stored uncompressed, timestamp 1980-01-01, mode 0644, no
+folder entries: the same bundle packs to the same bytes (unsigned; a signature is deterministic
+too, Ed25519 being deterministic), whose SHA-256 the packer prints for the receiver to compare out
+of band. Writes are kill-safe (:mod:`mammoshare.atomic`): a killed ``pack`` or ``unpack`` leaves
+only a ``.partial`` sibling that the next run removes.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import datetime
 import hashlib
-import io
 import json
 import os
 import re
+import shutil
 import sys
-import tempfile
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # torch is imported where weights are read: the command line starts fast
-    import torch
+from mammoshare.atomic import atomic_write, fsync_dir, partial_name, remove_stale_partials
+
+from .signing import SIGNATURE, SigningError, generate_signing_key, key_fingerprint, load_private_key, sign_files
 
 __all__ = [
     "ExchangeError",
@@ -77,22 +68,24 @@ __all__ = [
     "PackResult",
     "pack_bundle",
     "unpack_bundle",
-    "generate_signing_key",
-    "load_private_key",
-    "load_public_key",
-    "key_fingerprint",
-    "sign_manifest",
-    "verify_signature",
-    "load_generator_tensors",
     "is_allowed_name",
     "manifest_bytes",
     "archive_sha256",
     "find_patient_ids",
+    "canonical_text",
+    "datalist_patient_ids",
     "add_pack_parser",
     "add_unpack_parser",
     "add_keygen_parser",
     "MANIFEST",
     "SIGNATURE",
+    "METADATA",
+    "GENERATOR",
+    "INFERENCE",
+    "MODEL",
+    "MODEL_CARD",
+    "LICENSE",
+    "RECEIPT",
     "REQUIRED_FILES",
     "FIXED_FILES",
     "SNAPSHOT_PATTERN",
@@ -100,30 +93,29 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-SIGNATURE = "signature.sig"
 METADATA = "configs/metadata.json"
+GENERATOR = "configs/generator.json"
 INFERENCE = "configs/inference.json"
-MODEL = "models/model.pt"
-TORCHSCRIPT = "models/model.ts"
+MODEL = "models/model.safetensors"
 MODEL_CARD = "docs/README.md"
 LICENSE = "LICENSE"
+#: written by the receiver's unpack: what was checked, and any consent given
+RECEIPT = "receipt.json"
 #: every fixed name an archive may hold
-FIXED_FILES = (METADATA, INFERENCE, MODEL, TORCHSCRIPT, MODEL_CARD, LICENSE, MANIFEST, SIGNATURE)
+FIXED_FILES = (METADATA, GENERATOR, INFERENCE, MODEL, MODEL_CARD, LICENSE, MANIFEST, SIGNATURE)
 #: what an archive must hold
-REQUIRED_FILES = (METADATA, INFERENCE, MODEL, MODEL_CARD, LICENSE, MANIFEST)
-#: generator snapshots: ``models/snapshots/<name>.pt``, no sub-folders
-SNAPSHOT_PATTERN = re.compile(r"models/snapshots/[A-Za-z0-9][A-Za-z0-9._-]*\.pt")
-#: files whose text is searched for patient ids
-TEXT_FILES = (METADATA, INFERENCE, MODEL_CARD, LICENSE, MANIFEST)
+REQUIRED_FILES = (METADATA, GENERATOR, MODEL, MODEL_CARD, LICENSE, MANIFEST)
+#: generator snapshots: ``models/snapshots/<name>.safetensors``, no sub-folders
+SNAPSHOT_PATTERN = re.compile(r"models/snapshots/[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.safetensors")
 MANIFEST_FORMAT = "mammoshare-bundle-archive"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+#: the largest audit summary a manifest carries
+MAX_AUDIT_BYTES = 256 << 10
 #: fixed zip entry timestamp (the earliest a zip can hold)
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-#: words that mark training state that must never be shared
-_TRAINING_STATE = re.compile(r"disc|critic|net_?d\b|optim|adam|sgd|momentum|exp_avg", re.IGNORECASE)
-#: the records of a torch.save zip
-_TORCH_RECORD = re.compile(r"[^/]+/(data\.pkl|\.format_version|\.storage_alignment|byteorder|version|\.data/serialization_id|data/\d+)")
-_GENERATOR_KEY = re.compile(r"\d+\.(weight|bias|running_mean|running_var|num_batches_tracked)")
+_OWN_GENERATOR = "mammoshare.networks.DCGANGenerator"
+_DCGAN_ARGS = frozenset({"latent_size", "ngf", "multipliers", "out_channels", "leaky_slope"})
+_PACKED_SEQUENTIAL = "$torch.nn.Sequential(*@network_layers)"
 
 
 class ExchangeError(ValueError):
@@ -160,188 +152,12 @@ def archive_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-# --- weights ----------------------------------------------------------------------------------
+# --- manifest ---------------------------------------------------------------------------------
 
 
-def _training_state_words(obj: Any, depth: int = 0) -> list[str]:
-    found: list[str] = []
-    if depth > 3:
-        return found
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(key, str) and _TRAINING_STATE.search(key):
-                found.append(key)
-            found += _training_state_words(value, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj[:16]:
-            found += _training_state_words(value, depth + 1)
-    return found
-
-
-def load_generator_tensors(data: bytes, name: str) -> dict[str, "torch.Tensor"]:
-    """Load weights bytes with ``torch.load(weights_only=True)`` and accept only a flat dict of
-    plain tensors with generator keys (``<layer index>.<weight|bias|running_mean|running_var|num_batches_tracked>``).
-
-    Raises :class:`ExchangeError` naming ``name`` and what the file holds instead: discriminator or
-    critic state, optimizer state, Python objects that ``weights_only`` refuses, non-tensor values.
-    """
-    import torch
-
-    if zipfile.is_zipfile(io.BytesIO(data)):  # torch.save's format: only its own records, nothing smuggled beside
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                records = zf.namelist()
-        except zipfile.BadZipFile as e:
-            raise ExchangeError(f"{name}: a damaged torch file ({e})") from e
-        prefixes = {r.split("/", 1)[0] for r in records}
-        foreign = [r for r in records if not _TORCH_RECORD.fullmatch(r)]
-        if len(prefixes) != 1 or foreign:
-            raise ExchangeError(
-                f"{name}: holds records that torch.save does not write {foreign[:6] or sorted(prefixes)}; "
-                "only generator tensors may be shared"
-            )
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled code or classes, truncated or foreign files
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ExchangeError(
-            f"{name}: cannot be loaded as plain tensors with torch.load(weights_only=True) "
-            f"({type(e).__name__}: {first_line[:300]}); only generator tensors may be shared"
-        ) from e
-    if not isinstance(obj, dict):
-        raise ExchangeError(f"{name}: holds a {type(obj).__name__}; a flat dict of generator tensors is expected")
-    marked = _training_state_words(obj)
-    if marked:
-        raise ExchangeError(
-            f"{name}: holds training state that must not be shared (discriminator/critic or optimizer: "
-            f"{sorted(set(marked))[:6]}); only the generator's tensors may be packed (model.pt, snapshots/*.pt, never last.pt)"
-        )
-    bad_keys = [k for k in obj if not isinstance(k, str)]
-    if bad_keys:
-        raise ExchangeError(f"{name}: non-string keys {bad_keys[:6]}; a flat dict of generator tensors is expected")
-    not_tensors = [f"{k} ({type(v).__name__})" for k, v in obj.items() if type(v) not in (torch.Tensor, torch.nn.Parameter)]
-    if not_tensors:
-        raise ExchangeError(
-            f"{name}: values that are not plain tensors: {not_tensors[:6]}; a flat dict of generator tensors is expected"
-        )
-    odd = [k for k, v in obj.items() if v.layout != torch.strided or v.is_quantized or v.device.type != "cpu"]
-    if odd:
-        raise ExchangeError(f"{name}: tensors that are not dense CPU tensors: {odd[:6]}")
-    foreign = [k for k in obj if not _GENERATOR_KEY.fullmatch(k)]
-    if foreign:
-        raise ExchangeError(
-            f"{name}: keys {foreign[:6]} are not keys of the generator's torch.nn.Sequential "
-            "('0.weight', '1.running_mean', ...): not generator weights"
-        )
-    return {k: (v.detach() if isinstance(v, torch.nn.Parameter) else v) for k, v in obj.items()}
-
-
-# --- keys and signatures ----------------------------------------------------------------------
-
-
-def _crypto():
-    try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-    except ImportError as e:  # pragma: no cover - cryptography is a dependency
-        raise ExchangeError("signing and signature checks need the 'cryptography' package (pip install 'cryptography>=42')") from e
-    return serialization, Ed25519PrivateKey, Ed25519PublicKey, InvalidSignature
-
-
-def key_fingerprint(public_key) -> str:
-    """SHA-256 (hex) of an Ed25519 public key's raw 32 bytes."""
-    serialization, *_ = _crypto()
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return _sha256(raw)
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def generate_signing_key(private_path: str | os.PathLike, public_path: str | os.PathLike) -> str:
-    """Write a new Ed25519 key pair: the private key (PEM, PKCS#8, unencrypted, mode 0600: keep it
-    secret, it signs archives) and the public key (PEM, SubjectPublicKeyInfo: give it to the
-    receivers, by a channel they trust). Refuses existing files. Returns the key's fingerprint."""
-    serialization, Ed25519PrivateKey, _, _ = _crypto()
-    private_path, public_path = Path(private_path), Path(public_path)
-    for path in (private_path, public_path):
-        if path.exists():
-            raise ExchangeError(f"{path}: exists; a key file is never overwritten")
-    key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    for path in (private_path, public_path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    _write_new(private_path, private_pem, 0o600)
-    try:
-        _write_new(public_path, public_pem, 0o644)
-    except BaseException:
-        private_path.unlink(missing_ok=True)
-        raise
-    return key_fingerprint(key.public_key())
-
-
-def load_private_key(path: str | os.PathLike):
-    """An Ed25519 private key from a PEM file (unencrypted)."""
-    serialization, Ed25519PrivateKey, _, _ = _crypto()
-    path = Path(path)
-    if not path.is_file():
-        raise ExchangeError(f"{path}: signing key not found")
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
-        raise ExchangeError(f"{path}: not an unencrypted PEM private key ({e})") from e
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ExchangeError(f"{path}: a {type(key).__name__}; an Ed25519 private key is expected (mammoshare keygen)")
-    return key
-
-
-def load_public_key(path: str | os.PathLike):
-    """An Ed25519 public key from a PEM file."""
-    serialization, _, Ed25519PublicKey, _ = _crypto()
-    path = Path(path)
-    if not path.is_file():
-        raise ExchangeError(f"{path}: trusted public key not found")
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (ValueError, TypeError) as e:
-        raise ExchangeError(f"{path}: not a PEM public key ({e})") from e
-    if not isinstance(key, Ed25519PublicKey):
-        raise ExchangeError(f"{path}: a {type(key).__name__}; an Ed25519 public key is expected")
-    return key
-
-
-def sign_manifest(manifest: bytes, private_key) -> bytes:
-    """The content of ``signature.sig``: base64 of the Ed25519 signature of the manifest bytes, newline."""
-    return base64.b64encode(private_key.sign(manifest)) + b"\n"
-
-
-def verify_signature(manifest: bytes, signature_file: bytes, public_key) -> None:
-    """Raise :class:`ExchangeError` unless ``signature_file`` is a valid signature of ``manifest``."""
-    *_, InvalidSignature = _crypto()
-    try:
-        signature = base64.b64decode(signature_file.strip(), validate=True)
-    except ValueError as e:
-        raise ExchangeError(f"{SIGNATURE}: not base64 text ({e})") from e
-    if len(signature) != 64:
-        raise ExchangeError(f"{SIGNATURE}: {len(signature)} bytes; an Ed25519 signature has 64")
-    try:
-        public_key.verify(signature, manifest)
-    except InvalidSignature as e:
-        raise ExchangeError(
-            f"{SIGNATURE}: INVALID: {MANIFEST} was not signed by the trusted key (another key, or a changed manifest)"
-        ) from e
-
-
-# --- manifest and patient ids -----------------------------------------------------------------
-
-
-def manifest_bytes(files: dict[str, tuple[str, int]], name: str, version: str, fingerprint: str | None = None) -> bytes:
-    """The manifest for ``{entry: (sha256, size)}`` (every entry but the manifest and the signature)."""
+def manifest_bytes(files: dict[str, tuple[str, int]], name: str, version: str, audit: dict | None = None) -> bytes:
+    """The manifest for ``{entry: (sha256, size)}`` (every entry but the manifest and the signature).
+    ``audit`` is the optional audit summary (a JSON object), covered by the signature like the rest."""
     manifest: dict[str, Any] = {
         "bundle": {"name": name, "version": version},
         "files": {n: {"sha256": sha, "size": size} for n, (sha, size) in sorted(files.items())},
@@ -349,12 +165,32 @@ def manifest_bytes(files: dict[str, tuple[str, int]], name: str, version: str, f
         "format_version": MANIFEST_VERSION,
         "hash": "sha256",
     }
-    if fingerprint:
-        manifest["signing_key_sha256"] = fingerprint
-    return (json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
+    if audit is not None:
+        if not isinstance(audit, dict):
+            raise ExchangeError(f"{MANIFEST}: the audit summary must be a JSON object, got {type(audit).__name__}")
+        manifest["audit"] = audit
+    data = (json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
+    if audit is not None and len(json.dumps(audit)) > MAX_AUDIT_BYTES:
+        raise ExchangeError(f"{MANIFEST}: the audit summary is larger than {MAX_AUDIT_BYTES} bytes")
+    return data
 
 
-def _datalist_patient_ids(path: str | os.PathLike) -> set[str]:
+# --- patient ids ------------------------------------------------------------------------------
+
+#: separators that join an id to the words around it: all become one
+_SEPARATORS = str.maketrans({c: "_" for c in "_-./\\\u2010\u2011\u2012\u2013\u2014\u2015\u2212"})
+
+
+def canonical_text(text: str) -> str:
+    """Text as the patient-id scan compares it: NFKC, invisible format characters (zero-width
+    space/joiners, BOM, soft hyphen...) removed, case-folded, separators ``_ - . / \\`` unified."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return text.casefold().translate(_SEPARATORS)
+
+
+def datalist_patient_ids(path: str | os.PathLike) -> set[str]:
+    """Every ``patient_id`` of every record of a datalist."""
     from mammoshare.datalist import SUBSETS, load_datalist
 
     data = load_datalist(path)
@@ -368,22 +204,66 @@ def _datalist_patient_ids(path: str | os.PathLike) -> set[str]:
 
 
 def find_patient_ids(texts: dict[str, str], patient_ids: set[str] | list[str]) -> list[str]:
-    """Every occurrence of a patient id in the texts, as ``"<file> line <n>: patient id '<id>'"``.
-    An id matches as a whole word (no letter, digit or underscore right before or after it),
-    ignoring case, so ``D01_3`` is found in ``patient D01_3.`` but not in ``D01_30``."""
-    ids = sorted({str(i) for i in patient_ids if str(i).strip()}, key=lambda s: (-len(s), s))
-    if not ids:
+    """Every occurrence of a patient id in the texts, as ``"<where> line <n>: patient id '<id>'"``.
+
+    Texts and ids are compared in :func:`canonical_text` form; an id matches as a whole token: no
+    letter or digit right before or after it (``_ - . /`` and spaces separate), so ``D01_3`` is
+    found in ``patient_D01_3.png`` but not in ``D01_30``."""
+    canon = {}
+    for pid in patient_ids:
+        c = canonical_text(str(pid)).strip("_ ")
+        if c:
+            canon.setdefault(c, str(pid))
+    if not canon:
         return []
-    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(i) for i in ids) + r")(?!\w)", re.IGNORECASE)
+    ids = sorted(canon, key=lambda s: (-len(s), s))
+    pattern = re.compile(r"(?<![^\W_])(" + "|".join(re.escape(i) for i in ids) + r")(?![^\W_])")
     hits = []
     for name, text in texts.items():
         for number, line in enumerate(text.splitlines(), start=1):
-            for match in pattern.finditer(line):
-                hits.append(f"{name} line {number}: patient id {match.group(1)!r} of the training datalist")
+            for match in pattern.finditer(canonical_text(line)):
+                hits.append(f"{name} line {number}: patient id {canon[match.group(1)]!r} of the training datalist")
     return hits
 
 
-# --- packing ----------------------------------------------------------------------------------
+def _json_strings(value: Any, out: list[str], depth: int = 0) -> None:
+    if depth > 64:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.append(str(k))
+            _json_strings(v, out, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _json_strings(v, out, depth + 1)
+    elif isinstance(value, str):
+        out.append(value)
+
+
+def scan_texts_of(name: str, data: bytes) -> dict[str, str]:
+    """What the patient-id scan reads of one file: text (JSON: also every key and value decoded,
+    so escapes cannot hide an id); safetensors: the header (tensor names, metadata)."""
+    from mammoshare.gan.weights import is_safetensors
+
+    texts: dict[str, str] = {}
+    if is_safetensors(data[:16]):
+        length = int.from_bytes(data[:8], "little")
+        texts[f"{name} (safetensors header)"] = data[8 : 8 + length].decode("utf-8", errors="replace")
+        return texts
+    text = data.decode("utf-8", errors="replace")
+    texts[name] = text
+    if name.endswith(".json"):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            parsed = None
+        strings: list[str] = []
+        _json_strings(parsed, strings)
+        texts[f"{name} (keys and values)"] = "\n".join(s.replace("\n", " ") for s in strings)
+    return texts
+
+
+# --- reading a bundle folder without evaluating it --------------------------------------------
 
 
 @dataclass
@@ -398,25 +278,145 @@ class PackResult:
 def _read_json(path: Path, name: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f"{name}: not readable JSON ({e})") from e
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise PackError(f"{name}: not readable JSON ({e})") from None
     if not isinstance(data, dict):
         raise PackError(f"{name}: a JSON object is expected")
     return data
 
 
-def _literal_int(config: dict, key: str, default: int) -> int:
-    value = config.get(key, default)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+def _literal(config: dict, value: Any, what: str, seen: tuple = ()) -> Any:
+    """A config value that is a JSON literal, or an ``@id`` reference to a top-level literal."""
+    if isinstance(value, str) and re.fullmatch(r"@\w+", value):
+        ref = value[1:]
+        if ref in seen or ref not in config:
+            raise PackError(f"{what}: reference {value} cannot be resolved to a value of the config")
+        return _literal(config, config[ref], what, seen + (ref,))
+    if isinstance(value, str) and value[:1] in ("$", "%", "@"):
+        raise PackError(f"{what}: {value[:60]!r} is an expression; a plain value is needed to describe the generator")
+    if isinstance(value, list):
+        return [_literal(config, v, what, seen) for v in value]
+    return value
 
 
-def _installed_version(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
+def bundle_generator_settings(config: dict, metadata: dict, name: str = INFERENCE) -> dict:
+    """What a bundle's own ``inference.json`` says about its generator, read as JSON (never
+    evaluated): ``network_def`` must be ``mammoshare.networks.DCGANGenerator`` with literal (or
+    ``@``-referenced literal) arguments, or an older packed layer list. Returns ``leaky_slope``,
+    ``latent_size``, ``ngf``, ``multipliers``, ``out_channels`` (None where not stated) and
+    ``decoding`` (``metadata.output_decoding`` or the config's ``decoding``, which must agree; else
+    ``clip01`` for a generator converted from medigan 00005/00006, else ``tanh``)."""
+    settings: dict[str, Any] = dict.fromkeys(("leaky_slope", "latent_size", "ngf", "multipliers", "out_channels"))
+    network_def = config.get("network_def")
+    if network_def == _PACKED_SEQUENTIAL and isinstance(config.get("network_layers"), list):
+        layers = config["network_layers"]
+        slopes = {float(l.get("negative_slope", 0.01)) for l in layers if isinstance(l, dict) and l.get("_target_") == "torch.nn.LeakyReLU"}
+        if len(slopes) > 1:
+            raise PackError(f"{name}: LeakyReLU layers with different slopes {sorted(slopes)}")
+        settings["leaky_slope"] = slopes.pop() if slopes else None
+    elif isinstance(network_def, dict) and network_def.get("_target_") == _OWN_GENERATOR:
+        unknown = sorted(k for k in network_def if k != "_target_" and k not in _DCGAN_ARGS)
+        if unknown:
+            raise PackError(f"{name}: network_def has arguments {unknown} that the packer does not know")
+        for key in _DCGAN_ARGS:
+            if key in network_def:
+                try:
+                    settings[key] = _literal(config, network_def[key], f"{name}: network_def#{key}")
+                except PackError:
+                    if key == "leaky_slope":  # the activation cannot be read from the weights
+                        raise
+                    settings[key] = None  # the geometry is read from the weights; no cross-check then
+        slope = settings["leaky_slope"]
+        if slope is not None and (isinstance(slope, bool) or not isinstance(slope, (int, float))):
+            raise PackError(f"{name}: network_def#leaky_slope must be a number or null, got {slope!r}")
+    else:
+        target = network_def.get("_target_") if isinstance(network_def, dict) else network_def
+        raise PackError(f"{name}: network_def {str(target)[:80]!r} is not {_OWN_GENERATOR}; cannot tell the generator's "
+                        "activation (add configs/generator.json)")
+    decodings = {}
+    if metadata.get("output_decoding") is not None:
+        decodings["metadata.json output_decoding"] = metadata["output_decoding"]
+    for key in ("decoding", "output_decoding"):
+        if config.get(key) is not None:
+            decodings[f"inference.json {key}"] = _literal(config, config[key], f"{name}: {key}")
+    from mammoshare.gan.weights import DECODINGS
+
+    for where, value in decodings.items():
+        if value not in DECODINGS:
+            raise PackError(f"{where}: unknown output decoding {value!r}; use one of {list(DECODINGS)}")
+    if len(set(decodings.values())) > 1:
+        raise PackError(f"the bundle states different output decodings: {decodings}")
+    if decodings:
+        settings["decoding"] = next(iter(decodings.values()))
+    else:
+        origin = metadata.get("origin") if isinstance(metadata.get("origin"), dict) else {}
+        settings["decoding"] = "clip01" if str(origin.get("medigan_model_id", "")).startswith(("00005", "00006")) else "tanh"
+    return settings
+
+
+def _check_against_settings(parameters: dict, settings: dict, name: str) -> None:
+    problems = []
+    if settings.get("latent_size") is not None and settings["latent_size"] != parameters["latent_size"]:
+        problems.append(f"latent size {settings['latent_size']} in the config, {parameters['latent_size']} in the weights")
+    if settings.get("out_channels") is not None and settings["out_channels"] != parameters["out_channels"]:
+        problems.append(f"{settings['out_channels']} output channels in the config, {parameters['out_channels']} in the weights")
+    ngf = settings.get("ngf")
+    multipliers = settings.get("multipliers") or ((16, 8, 4, 2, 1) if ngf is not None else None)
+    if ngf is not None and multipliers is not None:
+        try:
+            widths = [int(ngf) * int(m) for m in multipliers]
+        except (TypeError, ValueError):
+            raise PackError(f"{INFERENCE}: ngf {ngf!r} / multipliers {multipliers!r} are not integers") from None
+        if widths != parameters["widths"]:
+            problems.append(f"hidden widths {widths} (ngf {ngf}) in the config, {parameters['widths']} in the weights")
+    if problems:
+        raise PackError(f"{name}: the weights do not match the bundle's inference.json: " + "; ".join(problems))
+
+
+def metadata_expression_problems(value: Any, where: str = METADATA, depth: int = 0) -> list[str]:
+    """MONAI loads metadata.json as ``_meta_`` of a config: no ``$`` / ``@`` / ``%`` strings and no
+    ``_special_`` keys may be in it, at any depth."""
+    if depth > 32:
+        return [f"{where}: nested deeper than 32 levels"]
+    problems = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key = str(key)
+            if key[:1] in ("$", "@", "%") or (key.startswith("_") and key.endswith("_") and len(key) > 2):
+                problems.append(f"{where}: key {key[:60]!r} is a MONAI expression or special key")
+            problems += metadata_expression_problems(item, f"{where}#{key[:40]}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += metadata_expression_problems(item, f"{where}#{i}", depth + 1)
+    elif isinstance(value, str) and value[:1] in ("$", "@", "%"):
+        problems.append(f"{where}: {value[:60]!r} is a MONAI expression, reference or macro; metadata is data only")
+    return problems
+
+
+def _weights_file(bundle: Path, stem: Path) -> Path:
+    candidates = [p for p in (stem.with_suffix(".safetensors"), stem.with_suffix(".pt")) if p.is_file()]
+    if not candidates:
+        raise PackError(f"{bundle}: required file missing: {stem.relative_to(bundle).as_posix()}.pt or .safetensors")
+    if len(candidates) > 1:
+        raise PackError(f"{bundle}: both {candidates[0].name} and {candidates[1].name}: keep one weights file")
+    return candidates[0]
+
+
+def _generator_tensors(path: Path, name: str) -> dict:
+    from mammoshare.gan.weights import WeightsError, load_generator_weights
 
     try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
+        weights = load_generator_weights(path)
+    except WeightsError as e:
+        raise PackError(str(e).replace(str(path), name, 1)) from None
+    if weights.layout == "last":
+        raise PackError(
+            f"{name}: holds training state that must not be shared (discriminator/critic or optimizer: "
+            f"{weights.facts.get('training_state', [])[:6]}); only the generator's tensors may be packed (model.pt, snapshots, never last.pt)"
+        )
+    if weights.layout.startswith("medigan"):
+        raise PackError(f"{name}: a medigan checkpoint ({weights.layout}); import it first: mammoshare medigan-import FILE --out BUNDLE_DIR")
+    return weights.state_dict
 
 
 def _zip_info(name: str, size: int) -> zipfile.ZipInfo:
@@ -428,34 +428,27 @@ def _zip_info(name: str, size: int) -> zipfile.ZipInfo:
     return info
 
 
-def _check_network(arch, tensors: dict, metadata: dict, name: str) -> None:
-    import torch
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
-    from .selfcontained import build_network, network_layers
-
-    network = build_network(network_layers(arch))
     try:
-        network.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise PackError(f"{name}: does not load into the generator read from it ({e})") from e
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _check_data_format(spec, metadata: dict) -> None:
     fmt = metadata.get("network_data_format", {})
-    image = fmt.get("inputs", {}).get("image", {})
-    pred = fmt.get("outputs", {}).get("pred", {})
+    image = fmt.get("inputs", {}).get("image", {}) if isinstance(fmt, dict) else {}
+    pred = fmt.get("outputs", {}).get("pred", {}) if isinstance(fmt, dict) else {}
     problems = []
-    if image.get("num_channels") != arch.latent_size or list(image.get("spatial_shape", [])) != [1, 1]:
-        problems.append(
-            f"input 'image' is {image.get('num_channels')} channels x {image.get('spatial_shape')}, "
-            f"the weights take a latent of {arch.latent_size} x [1, 1]"
-        )
-    with torch.no_grad():
-        out = network.eval()(torch.zeros(1, arch.latent_size, 1, 1))
-    if pred.get("num_channels") != out.shape[1] or list(pred.get("spatial_shape", [])) != list(out.shape[2:]):
-        problems.append(
-            f"output 'pred' is {pred.get('num_channels')} channels x {pred.get('spatial_shape')}, "
-            f"the generator makes {out.shape[1]} x {list(out.shape[2:])}"
-        )
+    latent = spec.latent_shape
+    if image.get("num_channels") != latent[0] or list(image.get("spatial_shape", [])) != latent[1:]:
+        problems.append(f"input 'image' is {image.get('num_channels')} x {image.get('spatial_shape')}, the generator takes {latent[0]} x {latent[1:]}")
+    if pred.get("num_channels") != spec.channels or list(pred.get("spatial_shape", [])) != spec.image_size:
+        problems.append(f"output 'pred' is {pred.get('num_channels')} x {pred.get('spatial_shape')}, the generator makes {spec.channels} x {spec.image_size}")
     if problems:
-        raise PackError(f"{METADATA}: network_data_format does not describe {name}: " + "; ".join(problems))
+        raise PackError(f"{METADATA}: network_data_format does not describe the generator: " + "; ".join(problems))
 
 
 def pack_bundle(
@@ -463,184 +456,169 @@ def pack_bundle(
     out: str | os.PathLike,
     train_datalist: str | os.PathLike | None = None,
     sign_key: str | os.PathLike | None = None,
+    audit: dict | None = None,
 ) -> PackResult:
-    """Pack a generator bundle folder into a deterministic exchange archive (see the module docstring).
+    """Pack a generator bundle folder into a data-only exchange archive (see the module docstring).
+
+    Args:
+        audit: an optional audit summary (a JSON object) recorded in the signed manifest.
 
     Raises:
         PackError: naming the file and the reason; nothing is written then.
     """
-    from .selfcontained import (
-        bundle_generator_settings,
-        check_against_settings,
-        check_safe_names,
-        infer_architecture,
-        self_contained_inference,
-    )
-    from .verify import check_config, check_metadata
+    import torch
 
-    bundle = Path(bundle_dir)
-    out = Path(out)
+    from mammoshare.gan.weights import (
+        WeightsError,
+        build_generator,
+        pinned_inference,
+        read_generator_spec,
+        recognise_generator,
+        safetensors_bytes,
+    )
+
+    from .verify import check_metadata
+
+    bundle, out = Path(bundle_dir), Path(out)
     if not bundle.is_dir():
         raise PackError(f"{bundle}: bundle folder not found")
+    remove_stale_partials(out)
     if out.exists():
         raise PackError(f"{out}: exists; an archive is never overwritten (remove it or choose another name)")
     private_key = load_private_key(sign_key) if sign_key is not None else None
-    patient_ids = _datalist_patient_ids(train_datalist) if train_datalist is not None else None
-
-    missing = [n for n in (METADATA, INFERENCE, MODEL, MODEL_CARD, LICENSE) if not (bundle / n).is_file()]
+    patient_ids = datalist_patient_ids(train_datalist) if train_datalist is not None else None
+    missing = [n for n in (METADATA, MODEL_CARD, LICENSE) if not (bundle / n).is_file()]
+    if not (bundle / GENERATOR).is_file() and not (bundle / INFERENCE).is_file():
+        missing.append(f"{GENERATOR} (or the bundle's own {INFERENCE})")
     if missing:
         raise PackError(f"{bundle}: required file(s) missing: {', '.join(missing)}")
-
     metadata = _read_json(bundle / METADATA, METADATA)
-    own_inference = _read_json(bundle / INFERENCE, INFERENCE)
-    version = metadata.get("version")
-    changelog = metadata.get("changelog")
+    version, changelog = metadata.get("version"), metadata.get("changelog")
     if not isinstance(version, str) or not isinstance(changelog, dict) or version not in changelog:
         raise PackError(
             f"{METADATA}: version {version!r} is not in its changelog "
             f"({sorted(changelog) if isinstance(changelog, dict) else 'no changelog'}); add a changelog entry for it"
         )
+    model_path = _weights_file(bundle, bundle / "models" / "model")
+    state = _generator_tensors(model_path, f"models/{model_path.name}")
     try:
-        check_safe_names(str(metadata.get("name", "")), version)
-        settings = bundle_generator_settings(own_inference, metadata, INFERENCE)
-    except ValueError as e:
-        raise PackError(str(e)) from e
+        if (bundle / GENERATOR).is_file():
+            spec = read_generator_spec((bundle / GENERATOR).read_bytes(), GENERATOR)
+            from mammoshare.gan.weights import check_tensors_against, TensorInfo
 
-    # the weights: read once, hashed, validated from the same bytes
-    model_bytes = (bundle / MODEL).read_bytes()
-    try:
-        tensors = load_generator_tensors(model_bytes, MODEL)
-        arch = infer_architecture(tensors, MODEL)
-        check_against_settings(arch, settings, MODEL)
-    except ValueError as e:
-        raise PackError(str(e)) from e
-    arch.leaky_slope = settings["leaky_slope"]
-    _check_network(arch, tensors, metadata, MODEL)
-    sources: dict[str, Path] = {MODEL: bundle / MODEL}
-    hashes: dict[str, tuple[str, int]] = {MODEL: (_sha256(model_bytes), len(model_bytes))}
-    del model_bytes
+            check_tensors_against({k: TensorInfo("I64" if k.endswith("num_batches_tracked") else "F32", tuple(v.shape), 0, 0)
+                                   for k, v in state.items()}, spec, f"models/{model_path.name}")
+        else:
+            settings = bundle_generator_settings(_read_json(bundle / INFERENCE, INFERENCE), metadata)
+            spec = recognise_generator(state, f"models/{model_path.name}", leaky_slope=settings["leaky_slope"], decoding=settings["decoding"])
+            _check_against_settings(spec.parameters, settings, f"models/{model_path.name}")
+        network = build_generator(spec)
+        network.load_state_dict(state, strict=True)
+    except (WeightsError, RuntimeError) as e:
+        raise PackError(str(e).splitlines()[0]) from None
+    _check_data_format(spec, metadata)
+    with torch.no_grad():
+        made = network(torch.zeros(1, *spec.latent_shape))
+    if list(made.shape[1:]) != [spec.channels, *spec.image_size]:
+        raise PackError(f"models/{model_path.name}: the generator makes {list(made.shape[1:])}, not {[spec.channels, *spec.image_size]}")
+    del network, made
 
-    snapshots = []
-    snapshot_dir = bundle / "models" / "snapshots"
-    if snapshot_dir.is_dir():
-        for path in sorted(p for p in snapshot_dir.iterdir() if p.suffix == ".pt"):
-            name = f"models/snapshots/{path.name}"
-            if not path.is_file():
-                continue
-            if not SNAPSHOT_PATTERN.fullmatch(name):
-                raise PackError(f"{name}: snapshot file names may only hold letters, digits and . _ - (rename it)")
-            data = path.read_bytes()
-            try:
-                snap_arch = infer_architecture(load_generator_tensors(data, name), name)
-            except ValueError as e:
-                raise PackError(str(e)) from e
-            if (snap_arch.latent_size, snap_arch.channels, snap_arch.out_channels, snap_arch.conv_bias) != (
-                arch.latent_size, arch.channels, arch.out_channels, arch.conv_bias
-            ):
-                raise PackError(
-                    f"{name}: a generator of another geometry than {MODEL} (latent {snap_arch.latent_size}, widths "
-                    f"{snap_arch.channels} against latent {arch.latent_size}, widths {arch.channels})"
-                )
-            sources[name] = path
-            hashes[name] = (_sha256(data), len(data))
-            snapshots.append({"file": name, "sha256": hashes[name][0]})
-    if (bundle / TORCHSCRIPT).is_file():
-        data = (bundle / TORCHSCRIPT).read_bytes()
-        if not zipfile.is_zipfile(io.BytesIO(data)):
-            raise PackError(f"{TORCHSCRIPT}: not a TorchScript archive (torch.jit.save writes a zip)")
-        sources[TORCHSCRIPT] = bundle / TORCHSCRIPT
-        hashes[TORCHSCRIPT] = (_sha256(data), len(data))
-
-    # the packed metadata and the self-contained inference config
-    packed_meta = {k: v for k, v in metadata.items() if k not in ("output_decoding", "snapshots", "packed_inference")}
-    pillow = _installed_version("pillow")
-    packed_meta["required_packages_version"] = {"pillow": pillow} if pillow else {}
-    packed_meta["output_decoding"] = settings["decoding"]
-    if snapshots:
-        packed_meta["snapshots"] = snapshots
-    packed_meta["packed_inference"] = (
-        "configs/inference.json needs only monai, torch, numpy and pillow: python -m monai.bundle run "
-        "--config_file configs/inference.json --bundle_root <this folder> --num_samples N --output_dir OUT --seed S"
-    )
-    inference = self_contained_inference(
-        arch,
-        packed_meta,
-        hashes[MODEL][0],
-        decoding=settings["decoding"],
-        task=settings["task"],
-        num_samples=_literal_int(own_inference, "num_samples", 1200),
-        batch_size=_literal_int(own_inference, "batch_size", 64),
-    )
-    texts: dict[str, bytes] = {
-        METADATA: (json.dumps(packed_meta, indent=4, ensure_ascii=False) + "\n").encode("utf-8"),
-        INFERENCE: (json.dumps(inference, indent=4) + "\n").encode("utf-8"),
-        MODEL_CARD: (bundle / MODEL_CARD).read_bytes(),
-        LICENSE: (bundle / LICENSE).read_bytes(),
+    packed_meta = {k: v for k, v in metadata.items() if k not in ("snapshots", "packed_inference")}
+    packed_meta["required_packages_version"] = {
+        k: v for k, v in (("safetensors", _installed_version("safetensors")), ("pillow", _installed_version("pillow"))) if v
     }
-    problems = check_metadata(packed_meta, None)[1]
-    problems += check_config(inference, INFERENCE) + check_config(packed_meta, METADATA)
+    packed_meta["output_decoding"] = spec.output_decoding
+    problems = metadata_expression_problems(packed_meta) + check_metadata(packed_meta, None)[1]
     if problems:
         raise PackError(f"{bundle}: the packed bundle would not pass verification: " + "; ".join(problems[:8]))
-    for name, data in texts.items():
-        hashes[name] = (_sha256(data), len(data))
-    fingerprint = key_fingerprint(private_key.public_key()) if private_key is not None else None
-    manifest = manifest_bytes(hashes, str(metadata.get("name", "")), version, fingerprint)
 
-    if patient_ids is not None:
-        decoded = {}
-        for name, data in {**texts, MANIFEST: manifest}.items():
-            try:
-                decoded[name] = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise PackError(f"{name}: not UTF-8 text ({e}); cannot be checked for patient ids") from e
-        decoded["(file names)"] = "\n".join(sorted(hashes))
-        hits = find_patient_ids(decoded, patient_ids)
-        if hits:
-            raise PackError(
-                f"patient ids of {train_datalist} found in the bundle's files; remove them before sharing: " + "; ".join(hits[:10])
-                + (f" (and {len(hits) - 10} more)" if len(hits) > 10 else "")
-            )
+    snapshot_dir = bundle / "models" / "snapshots"
+    snapshot_paths = sorted(p for p in snapshot_dir.iterdir() if p.suffix in (".pt", ".safetensors") and p.is_file()) if snapshot_dir.is_dir() else []
+    stems = [p.stem for p in snapshot_paths]
+    if len(set(stems)) != len(stems):
+        raise PackError(f"{snapshot_dir}: snapshots with the same name in two formats; keep one")
 
-    entries: dict[str, bytes | Path] = {**texts, **sources, MANIFEST: manifest}
-    if private_key is not None:
-        entries[SIGNATURE] = sign_manifest(manifest, private_key)
+    work = partial_name(out)  # converted weights wait here, one file in memory at a time
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    tmp = Path(tmp_name)
+    work.mkdir()
     try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
-            for name in sorted(entries):
-                item = entries[name]
-                if isinstance(item, bytes):
-                    archive.writestr(_zip_info(name, len(item)), item)
-                    continue
-                sha, size = hashes[name]
-                digest = hashlib.sha256()
-                with open(item, "rb") as src, archive.open(_zip_info(name, size), "w") as dst:
-                    for block in iter(lambda: src.read(1 << 20), b""):
-                        digest.update(block)
-                        dst.write(block)
-                if digest.hexdigest() != sha:
-                    raise PackError(f"{name}: the file changed while the bundle was being packed; pack again")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return PackResult(
-        path=out,
-        sha256=archive_sha256(out),
-        files=sorted(entries),
-        signed=private_key is not None,
-        fingerprint=fingerprint,
-    )
+        sources: dict[str, Path] = {}
+        hashes: dict[str, tuple[str, int]] = {}
+
+        def add_weights(name: str, tensors: dict) -> None:
+            data = safetensors_bytes(tensors, {"format": "pt"})
+            path = work / name.replace("/", "__")
+            path.write_bytes(data)
+            sources[name], hashes[name] = path, (_sha256(data), len(data))
+
+        add_weights(MODEL, state)
+        del state
+        for path in snapshot_paths:
+            name = f"models/snapshots/{path.stem}.safetensors"
+            if not SNAPSHOT_PATTERN.fullmatch(name):
+                raise PackError(f"models/snapshots/{path.name}: snapshot file names may only hold letters, digits and . _ - (rename it)")
+            tensors = _generator_tensors(path, f"models/snapshots/{path.name}")
+            shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+            if shapes != spec.tensor_shapes():
+                raise PackError(f"models/snapshots/{path.name}: a generator of another geometry than models/{model_path.name}")
+            add_weights(name, tensors)
+            del tensors
+        texts: dict[str, bytes] = {
+            METADATA: (json.dumps(packed_meta, indent=4, ensure_ascii=False) + "\n").encode("utf-8"),
+            GENERATOR: spec.to_json(),
+            INFERENCE: pinned_inference(spec, packed_meta.get("name"), version, hashes[MODEL][0]),
+            MODEL_CARD: (bundle / MODEL_CARD).read_bytes(),
+            LICENSE: (bundle / LICENSE).read_bytes(),
+        }
+        for name, data in texts.items():
+            hashes[name] = (_sha256(data), len(data))
+        manifest = manifest_bytes(hashes, str(packed_meta.get("name", "")), version, audit)
+
+        if patient_ids is not None:
+            scanned: dict[str, str] = {"(file names)": "\n".join(sorted(hashes) + [f"models/{model_path.name}"] + [f"models/snapshots/{p.name}" for p in snapshot_paths])}
+            for name, data in {**texts, MANIFEST: manifest}.items():
+                scanned.update(scan_texts_of(name, data))
+            for name, path in sources.items():
+                with open(path, "rb") as f:
+                    head = f.read(16)
+                    length = int.from_bytes(head[:8], "little")
+                    f.seek(0)
+                    scanned.update(scan_texts_of(name, f.read(8 + length)))
+            hits = find_patient_ids(scanned, patient_ids)
+            if hits:
+                raise PackError(
+                    f"patient ids of {train_datalist} found in the bundle's files; remove them before sharing: " + "; ".join(hits[:10])
+                    + (f" (and {len(hits) - 10} more)" if len(hits) > 10 else "")
+                )
+
+        entries: dict[str, bytes | Path] = {**texts, **sources, MANIFEST: manifest}
+        fingerprint = None
+        if private_key is not None:
+            signed = {n: sha for n, (sha, _) in hashes.items()}
+            signed[MANIFEST] = _sha256(manifest)
+            entries[SIGNATURE] = sign_files(signed, str(packed_meta.get("name", bundle.name)), private_key)
+            fingerprint = key_fingerprint(private_key.public_key())
+        try:
+            with atomic_write(out, overwrite=False) as raw, zipfile.ZipFile(raw, "w") as archive:
+                for name in sorted(entries):
+                    item = entries[name]
+                    if isinstance(item, bytes):
+                        archive.writestr(_zip_info(name, len(item)), item)
+                        continue
+                    with open(item, "rb") as src, archive.open(_zip_info(name, hashes[name][1]), "w") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        except FileExistsError:
+            raise PackError(f"{out}: appeared while packing; an archive is never overwritten") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return PackResult(path=out, sha256=archive_sha256(out), files=sorted(entries), signed=private_key is not None, fingerprint=fingerprint)
 
 
 # --- unpacking --------------------------------------------------------------------------------
 
 
 def _target_is_usable(out: Path) -> bool:
-    """Refuses a non-empty or non-folder target; returns whether it must be created."""
+    """Refuses a non-empty or non-folder target; returns whether it exists (empty)."""
     if out.is_symlink():
         raise UnpackError(f"{out}: is a symbolic link; unpack into a new or empty folder")
     if out.exists():
@@ -648,8 +626,20 @@ def _target_is_usable(out: Path) -> bool:
             raise UnpackError(f"{out}: exists and is not a folder; unpack into a new or empty folder")
         if any(out.iterdir()):
             raise UnpackError(f"{out}: the folder is not empty; unpack into a new or empty folder (nothing was written)")
-        return False
-    return True
+        return True
+    return False
+
+
+def _write_file(path: Path, data: bytes | None = None, copy=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "wb") as f:
+        if copy is not None:
+            copy(f)
+        else:
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def unpack_bundle(
@@ -658,72 +648,94 @@ def unpack_bundle(
     trust: bool = False,
     schema: str | os.PathLike | None = None,
     expect_sha256: str | None = None,
-    trusted_key: str | os.PathLike | None = None,
+    trusted_keys: list | tuple | str | os.PathLike | None = None,
+    allow_unsigned: bool = False,
+    train_datalist: str | os.PathLike | None = None,
+    torchscript: bool = False,
 ):
-    """Verify ``archive`` and, when it passes, write its listed files into ``out``.
+    """Verify ``archive`` and, when it passes, write it into ``out`` with the receiver's own pinned
+    ``configs/inference.json`` and a ``receipt.json`` (what was checked, by which key, any consent).
 
-    ``trust`` waives the config allow-list check only (hashes, signature, weights, paths never).
-
-    Returns:
-        the :class:`~mammoshare.exchange.verify.VerifyReport`.
+    Everything is written into a ``.partial`` sibling folder first and moved into place only when
+    all passed; a failure or a kill leaves nothing at ``out``. ``trust`` waives the config pinning
+    only (the sender's differing ``inference.json`` is then written, and the consent recorded).
+    ``torchscript`` adds ``models/model.ts`` traced here from the receiver's own network.
 
     Raises:
-        UnpackError: the archive failed verification or ``out`` is not a new or empty folder;
-            nothing was written (its ``report`` holds the verification report, if any).
+        UnpackError: the archive failed verification or ``out`` is not a new or empty folder.
     """
+    from .reader import ZipSource
     from .verify import verify_bundle
 
     archive, out = Path(archive), Path(out)
     if not archive.is_file() or not zipfile.is_zipfile(archive):
         raise UnpackError(f"{archive}: not a zip archive")
-    create = _target_is_usable(out)
-    report = verify_bundle(archive, schema=schema, expect_sha256=expect_sha256, trusted_key=trusted_key)
+    remove_stale_partials(out)
+    exists = _target_is_usable(out)
+    report = verify_bundle(archive, schema=schema, expect_sha256=expect_sha256, trusted_keys=trusted_keys,
+                           allow_unsigned=allow_unsigned, train_datalist=train_datalist)
     if not report.passed(trust=trust):
         failed = ", ".join(c.name for c in report.failures(trust=trust))
-        hint = " (--trust would let the config through, nothing else)" if report.failures(trust=False) and not report.failures(trust=True) else ""
+        hint = " (--trust would let the config through, nothing else)" if report.failures() and not report.failures(trust=True) else ""
         raise UnpackError(f"{archive}: refused, nothing was written: failed checks: {failed}{hint}", report)
-    expected = dict(report.verified_files)
-    written: list[Path] = []
-    made: list[Path] = []
-    root = out.absolute()
+    use_senders_config = trust and not report.passed(trust=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = partial_name(out)
+    work.mkdir()
     try:
-        if create:
-            out.mkdir(parents=True)
-            made.append(out)
-        with zipfile.ZipFile(archive) as zf:
-            for name in sorted(expected):
+        src = ZipSource(archive)
+        try:
+            for name, sha in sorted(report.verified_files.items()):
+                if name == INFERENCE and not use_senders_config:
+                    continue
                 if not is_allowed_name(name):  # verified already; kept as a last guard
                     raise UnpackError(f"{name}: not an allowed file name")
-                target = (root / name).absolute()
-                if os.path.commonpath([root, target]) != str(root):
-                    raise UnpackError(f"{name}: would be written outside {out}")
-                parent = target.parent
-                missing_dirs = []
-                while parent != root and not parent.exists():
-                    missing_dirs.append(parent)
-                    parent = parent.parent
-                for d in reversed(missing_dirs):
-                    d.mkdir()
-                    made.append(d)
-                digest = hashlib.sha256()
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-                written.append(target)
-                with os.fdopen(fd, "wb") as dst, zf.open(name) as src:
-                    for block in iter(lambda: src.read(1 << 20), b""):
-                        digest.update(block)
-                        dst.write(block)
-                if digest.hexdigest() != expected[name]:
-                    raise UnpackError(f"{name}: changed since it was verified; nothing was kept")
+                _write_file(work / name, copy=lambda f, n=name, s=sha: src.copy_to(n, f, s))
+        finally:
+            src.close()
+        if not use_senders_config:
+            _write_file(work / INFERENCE, report.pinned_inference)
+        extra = {}
+        if torchscript:
+            extra["models/model.ts"] = _export_torchscript(work, report.spec)
+        receipt = {
+            "archive": archive.name,
+            "archive_sha256": archive_sha256(archive),
+            "unpacked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "unpacked_by": "mammoshare unpack",
+            "signature": report.signature_status,
+            "signer_key": report.signer_key,
+            "inference_config": ("the sender's, NOT pinned: let through by --trust" if use_senders_config
+                                 else f"pinned: regenerated from {GENERATOR} by this installation"),
+            "trust": {"given": bool(trust), "waived": [c.name for c in report.failures()] if use_senders_config else [],
+                      "consent": "the receiver accepted a config that may run arbitrary code" if use_senders_config else None},
+            "receiver_files": extra,
+            "checks": {c.name: c.status for c in report.checks},
+        }
+        _write_file(work / RECEIPT, (json.dumps(receipt, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        for folder, dirs, _ in os.walk(work):
+            fsync_dir(folder)
+        if exists:
+            out.rmdir()
+        os.rename(work, out)
+        fsync_dir(out.parent)
     except BaseException:
-        for path in reversed(written):
-            path.unlink(missing_ok=True)
-        for d in reversed(made):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        shutil.rmtree(work, ignore_errors=True)
         raise
     return report
+
+
+def _export_torchscript(folder: Path, spec) -> str:
+    """``models/model.ts`` scripted from the receiver's own network with the verified weights."""
+    import torch
+
+    from mammoshare.gan.weights import build_generator, read_safetensors
+
+    network = build_generator(spec)
+    network.load_state_dict(read_safetensors((folder / MODEL).read_bytes(), MODEL, spec), strict=True)
+    path = folder / "models" / "model.ts"
+    torch.jit.save(torch.jit.script(network.eval()), str(path))
+    return archive_sha256(path)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -732,39 +744,42 @@ def unpack_bundle(
 def _cmd_pack(args: argparse.Namespace) -> int:
     try:
         result = pack_bundle(args.bundle_dir, args.out, train_datalist=args.train_datalist, sign_key=args.sign)
-    except (ExchangeError, ValueError, OSError) as e:
+    except (ExchangeError, SigningError, ValueError, OSError) as e:
         print(f"pack refused: {e}", file=sys.stderr)
         return 1
     for name in result.files:
         print(f"  {name}")
     print(f"wrote {result.path} ({len(result.files)} files)")
     if result.signed:
-        print(f"signed: {SIGNATURE} = Ed25519 signature of {MANIFEST}; key fingerprint {result.fingerprint}")
+        print(f"signed: {SIGNATURE} (OpenSSF model-signing format, Ed25519); key fingerprint {result.fingerprint}")
     else:
-        print("not signed (--sign KEY signs the manifest)")
+        print("NOT signed (--sign KEY signs it); receivers refuse it unless they pass --allow-unsigned")
     print(f"archive SHA-256: {result.sha256}")
-    print("Give the receiver this SHA-256 by another channel than the archive; they check it with")
-    print(f"  mammoshare verify {result.path.name} --expect-sha256 {result.sha256}" + (" --trusted-key YOUR_KEY.pub" if result.signed else ""))
+    print("Give the receiver this SHA-256 (and your public key) by another channel than the archive; they check with")
+    print(f"  mammoshare verify {result.path.name} --expect-sha256 {result.sha256}" + (" --trusted-key YOUR_KEY.pub" if result.signed else " --allow-unsigned"))
     return 0
 
 
 def _cmd_unpack(args: argparse.Namespace) -> int:
     try:
         report = unpack_bundle(
-            args.archive, args.out, trust=args.trust, schema=args.schema, expect_sha256=args.expect_sha256, trusted_key=args.trusted_key
+            args.archive, args.out, trust=args.trust, schema=args.schema, expect_sha256=args.expect_sha256,
+            trusted_keys=args.trusted_key, allow_unsigned=args.allow_unsigned, train_datalist=args.train_datalist,
+            torchscript=args.torchscript,
         )
     except UnpackError as e:
         if e.report is not None:
             print(e.report.text())
         print(f"unpack refused: {e}", file=sys.stderr)
         return 1
-    except (ExchangeError, ValueError, OSError) as e:
+    except (ExchangeError, SigningError, ValueError, OSError) as e:
         print(f"unpack refused: {e}", file=sys.stderr)
         return 1
     print(report.text())
     if args.trust and not report.passed(trust=False):
-        print("WARNING: the config allow-list check failed and was waived by --trust: its configs may run arbitrary code")
-    print(f"unpacked {len(report.verified_files)} files into {args.out}")
+        print(f"WARNING: --trust: the sender's configs/inference.json is NOT the pinned one and may run arbitrary code; "
+              f"your consent is recorded in {Path(args.out).as_posix()}/{RECEIPT}")
+    print(f"unpacked into {args.out} (receipt: {RECEIPT})")
     print(
         f"run it: python -m monai.bundle run --config_file {Path(args.out).as_posix()}/configs/inference.json "
         f"--bundle_root {Path(args.out).as_posix()} --num_samples N --output_dir OUT --seed S"
@@ -776,7 +791,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     private, public = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
     try:
         fingerprint = generate_signing_key(private, public)
-    except (ExchangeError, OSError) as e:
+    except (SigningError, OSError) as e:
         print(f"keygen refused: {e}", file=sys.stderr)
         return 1
     print(f"private key: {private} (keep it secret; it signs archives: mammoshare pack ... --sign {private})")
@@ -788,36 +803,42 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schema", type=Path, help="MONAI metadata schema file (default: the copy shipped with mammoshare)")
     parser.add_argument("--expect-sha256", dest="expect_sha256", help="the archive's SHA-256 received from the sender out of band")
-    parser.add_argument("--trusted-key", dest="trusted_key", type=Path, help="the sender's Ed25519 public key (PEM): the signature must verify with it")
+    parser.add_argument("--trusted-key", dest="trusted_key", type=Path, action="append",
+                        help="a sender's Ed25519 public key (PEM); repeat for several. The archive must be signed by one of them")
+    parser.add_argument("--allow-unsigned", dest="allow_unsigned", action="store_true",
+                        help="accept an archive that is unsigned or signed by an unknown key (then only --expect-sha256 ties it to the sender)")
+    parser.add_argument("--train-datalist", dest="train_datalist", type=Path,
+                        help="the sender's own check: refuse if any file holds a patient id of this datalist")
 
 
 def add_pack_parser(subparsers) -> argparse.ArgumentParser:
     """``mammoshare pack BUNDLE_DIR --out FILE.zip [--train-datalist FILE] [--sign KEY]``."""
     p = subparsers.add_parser(
         "pack",
-        help="pack a generator bundle into a deterministic, verifiable exchange archive",
-        description="Pack only the shareable files of a generator bundle (metadata, a self-contained inference.json, "
-        "generator weights, model card, licence) with a SHA-256 manifest; print the archive's SHA-256.",
+        help="pack a generator bundle into a data-only, signed, verifiable exchange archive",
+        description="Pack a generator bundle as data only: metadata, generator.json, the pinned inference.json, "
+        "safetensors weights, model card, licence, a SHA-256 manifest and an optional model-signing signature.",
     )
     p.add_argument("bundle_dir", type=Path, help="the generator bundle folder")
     p.add_argument("--out", required=True, type=Path, help="the archive to write (never overwritten)")
-    p.add_argument("--train-datalist", dest="train_datalist", type=Path, help="the datalist the generator was trained on: refuse if any text file holds one of its patient ids")
-    p.add_argument("--sign", type=Path, help="Ed25519 private key (PEM, mammoshare keygen) that signs the manifest")
+    p.add_argument("--train-datalist", dest="train_datalist", type=Path, help="the datalist the generator was trained on: refuse if any file holds one of its patient ids")
+    p.add_argument("--sign", type=Path, help="Ed25519 private key (PEM, mammoshare keygen) that signs the archive")
     p.set_defaults(func=_cmd_pack)
     return p
 
 
 def add_unpack_parser(subparsers) -> argparse.ArgumentParser:
-    """``mammoshare unpack FILE.zip --out DIR [--trust] [--schema FILE] [--expect-sha256 HASH] [--trusted-key PUB]``."""
+    """``mammoshare unpack FILE.zip --out DIR [--trust] [--trusted-key PUB] [--allow-unsigned] ...``."""
     p = subparsers.add_parser(
         "unpack",
-        help="verify an exchange archive and, if it passes, extract it",
-        description="Verify the archive (as mammoshare verify) and write its listed files into a new or empty folder; "
-        "nothing is written when a check fails.",
+        help="verify an exchange archive and, if it passes, extract it with the receiver's pinned config",
+        description="Verify the archive (as mammoshare verify), then write it into a new or empty folder with the "
+        "pinned inference.json regenerated here and a receipt.json; nothing is written when a check fails.",
     )
     p.add_argument("archive", type=Path, help="the archive (.zip)")
     p.add_argument("--out", required=True, type=Path, help="a new or empty folder")
-    p.add_argument("--trust", action="store_true", help="let configs that fail the allow-list through (only that check is waived)")
+    p.add_argument("--trust", action="store_true", help="consent to a non-pinned inference.json (only that check is waived; recorded)")
+    p.add_argument("--torchscript", action="store_true", help="also write models/model.ts, scripted here from the verified weights")
     _add_verify_options(p)
     p.set_defaults(func=_cmd_unpack)
     return p

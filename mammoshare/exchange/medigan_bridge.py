@@ -20,19 +20,23 @@ et al.)                                                ReLU; decoded as ``clip(o
 The layout is detected from the weights' content (``model.N.*`` keys -> 00002; a ``generator``
 entry with ``main.N.*`` keys -> 00005 when it carries the unused ``embed_nn``, else 00006), the
 network geometry (latent size, widths) from the tensor shapes, which must form the project's DCGAN
-generator with a 1x128x128 output. The bundle gets ``models/model.pt`` in our layout (plain tensors,
-keys ``0.weight`` ...), a ``configs/inference.json`` for :func:`mammoshare.gan.inference.generate_synthetic_patches`
+generator with a 1x128x128 output. The bundle gets ``models/model.safetensors`` in our layout (plain
+tensors, keys ``0.weight`` ...), the declarative ``configs/generator.json``, a ``configs/inference.json`` for :func:`mammoshare.gan.inference.generate_synthetic_patches`
 that states the generator's geometry and its output decoding (``"decoding"``: a model trained
 against [0, 1] images keeps that convention although its weights are now in our layout), a
 schema-valid ``configs/metadata.json`` whose ``origin`` names the medigan model id and the
 package's SHA-256, a model card with the package's licence and origin, and a ``LICENSE``.
 
 A package's ``__init__.py`` (and any other code in it) is never imported or executed: only the
-weights file is read, with ``torch.load(..., weights_only=True)``.
+weights file is read, once, by the restricted pickle loader of :mod:`mammoshare.gan.weights` (size
+limits, torch's records checked, every pickle opcode scanned against an allow-list, then
+``torch.load(weights_only=True)``) and re-saved as safetensors: this import is the one place where a
+foreign pickle is read.
 
 Into an existing bundle (a folder with ``configs/metadata.json``, e.g. ``bundles/dcgan_optimam``),
-the import only installs ``models/model.pt`` after checking that the bundle's ``network_def`` and
-``decoding`` fit the package, and records the origin in the bundle's ``metadata.json``.
+nothing of the bundle is evaluated: its ``generator.json``, or the literal values of its
+``inference.json`` read as JSON, must fit the package; the import then writes only the files it owns,
+``models/model.safetensors`` and ``models/origin.json``.
 
 Export (:func:`export_medigan_package`, ``mammoshare medigan-export``): a generator bundle becomes
 a medigan model package that medigan 1.0.0 itself runs (see the function for the layout and the
@@ -44,7 +48,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import io
 import json
 import logging
 import os
@@ -63,11 +66,17 @@ import torch
 from mammoshare import __version__
 from mammoshare.gan.weights import (
     DECODINGS,
+    LIMITS,
     WeightsError,
-    _is_package_zip,
-    _package_weights_names,
+    convert_layout,
+    is_package_zip,
     load_generator_weights,
     load_into,
+    package_weights_names,
+    read_package_entry,
+    read_pickled_weights,
+    recognise_generator,
+    save_safetensors,
     sha256_of,
 )
 from mammoshare.networks import DCGANGenerator
@@ -242,13 +251,14 @@ class _Package:
     kind: str  # "zip", "folder" or "file"
     names: list[str]  # posix paths inside the package
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, limit: int = LIMITS.max_file_bytes) -> bytes:
+        """One file of the package, refused past ``limit`` bytes (declared or actual)."""
         if self.kind == "zip":
-            with zipfile.ZipFile(self.source) as archive:
-                return archive.read(name)
-        if self.kind == "folder":
-            return (self.source / name).read_bytes()
-        return self.source.read_bytes()
+            return read_package_entry(self.source, name)
+        path = self.source / name if self.kind == "folder" else self.source
+        if path.is_symlink() or path.stat().st_size > limit:
+            raise MediganPackageError(f"{self.where(name)}: a link, or more than the {limit} bytes accepted")
+        return path.read_bytes()
 
     def where(self, name: str) -> str:
         return str(self.source) if self.kind == "file" else f"{self.source}:{name}"
@@ -260,7 +270,7 @@ def _open_package(source: Path) -> _Package:
         return _Package(source, "folder", names)
     if not source.is_file():
         raise MediganPackageError(f"{source}: medigan package not found (a zip, a folder or a weights file is expected)")
-    if _is_package_zip(source):
+    if is_package_zip(source):
         try:
             with zipfile.ZipFile(source) as archive:
                 names = [info.filename for info in archive.infolist() if not info.is_dir()]
@@ -273,7 +283,7 @@ def _open_package(source: Path) -> _Package:
 def _weights_entry(package: _Package) -> str:
     if package.kind == "file":
         return package.names[0]
-    candidates = _package_weights_names(package.names)
+    candidates = package_weights_names(package.names)
     if len(candidates) > 1:
         known = {m.weights_name for m in MEDIGAN_MODELS.values()}
         preferred = [n for n in candidates if n.rsplit("/", 1)[-1] in known]
@@ -287,13 +297,14 @@ def _weights_entry(package: _Package) -> str:
 
 
 def _load_entry(package: _Package, name: str):
-    data = package.read(name)
+    """The package's weights (a pickle) through the restricted loader of :mod:`mammoshare.gan.weights`:
+    the one place where a foreign pickle is read, once, at import."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # code objects refused, truncated file, not a torch file
-        raise MediganPackageError(
-            f"{package.where(name)}: cannot be loaded as plain tensors with weights_only=True ({type(e).__name__}: {e})"
-        ) from e
+        return read_pickled_weights(package.read(name), package.where(name))
+    except MediganPackageError:
+        raise
+    except WeightsError as e:
+        raise MediganPackageError(str(e)) from None
 
 
 def _describe(obj) -> str:
@@ -303,29 +314,16 @@ def _describe(obj) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _fill_batch_counts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BatchNorm ``num_batches_tracked`` counters that old checkpoints lack (unused in eval mode)."""
-    out = dict(state)
-    for key in list(state):
-        if key.endswith(".running_mean"):
-            out.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
-    return out
-
-
 def _detect_layout(obj, where: str) -> tuple[str, dict[str, torch.Tensor], bool]:
     """-> (family "optimam" | "bcdr", our-layout state_dict, has_embed_nn)."""
-    is_tensors = isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-    if is_tensors and all(isinstance(k, str) and k.startswith("model.") for k in obj):
-        return "optimam", _fill_batch_counts(_strip(obj, "model.")), False
-    if isinstance(obj, dict) and isinstance(obj.get("generator"), dict):
-        inner = obj["generator"]
-        main = _strip(inner, "main.")
-        if main and all(isinstance(v, torch.Tensor) for v in main.values()):
-            return "bcdr", _fill_batch_counts(main), any(str(k).startswith("embed_nn.") for k in inner)
+    try:
+        layout, state, facts = convert_layout(obj, where)
+    except WeightsError:
+        layout, state, facts = "unknown", {}, {}
+    if layout == "medigan-00002":
+        return "optimam", state, False
+    if layout == "medigan":
+        return "bcdr", state, bool(facts.get("embed_nn"))
     raise MediganPackageError(
         f"{where}: unknown medigan weights layout: found {_describe(obj)}; expected the 00002 layout (a state_dict "
         "with 'model.N.*' keys) or the 00005/00006 layout (a dict whose 'generator' entry has 'main.N.*' keys)"
@@ -343,49 +341,30 @@ class _Geometry:
         return DCGANGenerator(self.latent_size, self.ngf, self.multipliers, 1, self.leaky_slope)
 
 
-def _infer_geometry(state: dict[str, torch.Tensor], leaky_slope: float | None, where: str) -> _Geometry:
-    if not all(re.fullmatch(r"\d+\.[A-Za-z_]+", k) for k in state):
-        raise MediganPackageError(f"{where}: generator keys like '0.weight' expected after the prefix, found {sorted(state)[:6]}")
-    convs = sorted(
-        ((int(k.split(".")[0]), v) for k, v in state.items() if k.endswith(".weight") and v.ndim == 4),
-        key=lambda item: item[0],
-    )
-    if len(convs) < 2:
-        raise MediganPackageError(f"{where}: wrong tensor shapes: no transposed-convolution stack found ({len(convs)} 4D weights)")
-    latent = int(convs[0][1].shape[0])
-    channels = [int(v.shape[1]) for _, v in convs]
-    hidden, out_channels = channels[:-1], channels[-1]
-    ngf = hidden[-1]
-    if out_channels != 1 or ngf < 1 or any(c % ngf for c in hidden):
+def _infer_geometry(state: dict[str, torch.Tensor], model: "MediganModel", where: str) -> tuple[_Geometry, object]:
+    """The generator's geometry read from the tensor shapes (through the one recogniser of
+    :mod:`mammoshare.gan.weights`, with its parameter ranges), and its :class:`GeneratorSpec`."""
+    try:
+        spec = recognise_generator(state, where, leaky_slope=model.leaky_slope, decoding=model.decoding)
+    except WeightsError as e:
+        raise MediganPackageError(str(e).replace(f"{where}: ", f"{where}: wrong tensor shapes: ", 1)
+                                  if "wrong tensor shapes" not in str(e) else str(e)) from None
+    p = spec.parameters
+    ngf = p["widths"][-1]
+    if p["out_channels"] != 1 or any(w % ngf for w in p["widths"]) or spec.image_size != [_IMAGE_SIZE, _IMAGE_SIZE] or p["conv_bias"]:
         raise MediganPackageError(
-            f"{where}: wrong tensor shapes: the transposed convolutions map {latent} -> {' -> '.join(map(str, channels))} "
-            "channels; a DCGAN generator with one output channel and widths that are multiples of the last one is expected"
+            f"{where}: wrong tensor shapes: the transposed convolutions map {p['latent_size']} -> {' -> '.join(map(str, p['widths']))} "
+            f"-> {p['out_channels']} channels ({spec.image_size} images); a bias-free DCGAN generator of one-channel "
+            f"{_IMAGE_SIZE}x{_IMAGE_SIZE} images with widths that are multiples of the last one is expected"
         )
-    geometry = _Geometry(latent, ngf, tuple(c // ngf for c in hidden), leaky_slope)
-    if 4 * 2 ** len(geometry.multipliers) != _IMAGE_SIZE:
-        raise MediganPackageError(
-            f"{where}: wrong tensor shapes: {len(convs)} transposed convolutions make "
-            f"{4 * 2 ** len(geometry.multipliers)}x{4 * 2 ** len(geometry.multipliers)} images; {_IMAGE_SIZE}x{_IMAGE_SIZE} expected"
-        )
-    expected = geometry.network().state_dict()
-    problems = [f"{k}: file {tuple(state[k].shape)}, generator {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if problems or missing or unexpected:
-        details = (["shape mismatch " + "; ".join(problems[:4])] if problems else []) + (
-            [f"missing {missing[:6]}"] if missing else []
-        ) + ([f"unexpected {unexpected[:6]}"] if unexpected else [])
-        raise MediganPackageError(
-            f"{where}: wrong tensor shapes for a DCGAN generator (nz {latent}, ngf {ngf}, multipliers "
-            f"{geometry.multipliers}): {'; '.join(details)}"
-        )
-    return geometry
+    return _Geometry(p["latent_size"], ngf, tuple(w // ngf for w in p["widths"]), p["leaky_slope"]), spec
 
 
 @dataclass
 class _Imported:
     model: MediganModel
     geometry: _Geometry
+    spec: object
     state: dict[str, torch.Tensor]
     layout: str
     package: _Package
@@ -412,7 +391,7 @@ def _read_package(source: Path, model_id: str | None) -> _Imported:
             )
         detected = claimed
     model = MEDIGAN_MODELS[detected]
-    geometry = _infer_geometry(state, model.leaky_slope, where)
+    geometry, spec = _infer_geometry(state, model, where)
     published = (model.latent_size, model.ngf, model.multipliers)
     if (geometry.latent_size, geometry.ngf, geometry.multipliers) != published:
         logger.warning(
@@ -424,11 +403,12 @@ def _read_package(source: Path, model_id: str | None) -> _Imported:
     if package.kind != "file":
         for name in package.names:
             if name.rsplit("/", 1)[-1] in _LICENCE_FILES:
-                licences[name] = package.read(name).decode("utf-8", errors="replace")
+                licences[name] = package.read(name, 1 << 20).decode("utf-8", errors="replace")
     data = package.read(entry)
     return _Imported(
         model=model,
         geometry=geometry,
+        spec=spec,
         state=state,
         layout="medigan-00002" if family == "optimam" else "medigan",
         package=package,
@@ -481,7 +461,7 @@ def _inference_config(geometry: _Geometry, decoding: str) -> dict:
         "seed": 0,
         "checkpoint": None,
         "snapshot_dir": None,
-        "default_checkpoint": "$@bundle_root + '/models/model.pt'",
+        "default_checkpoint": "$@bundle_root + '/models/model.safetensors'",
         "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
         "batch_size": 64,
         "task": "mass",
@@ -529,7 +509,7 @@ def _metadata(imp: _Imported, name: str, origin: dict) -> dict:
         "description": (
             f"{m.gan_type} generator of mammography mass patches from the medigan model hub ({m.model_id}: {m.note}), "
             f"converted to a mammoshare generator bundle. The generator (nz {g.latent_size}, ngf {g.ngf}) is a plain "
-            "torch Sequential; models/model.pt holds its tensors only. The package's code was never executed."
+            "torch Sequential; models/model.safetensors holds its tensors only. The package's code was never executed."
         ),
         "authors": f"{m.authors} (generator, via medigan); converted by mammoshare",
         "copyright": f"Copyright (c) the authors of the medigan model {m.model_id} ({m.authors})",
@@ -595,14 +575,14 @@ data augmentation; it holds no patient data.
 | DOI | {", ".join(m.doi)} |
 | package file | `{imp.package.source.name}`, SHA-256 `{sha}` |
 | weights file | `{imp.weights_entry}`, SHA-256 `{imp.weights_sha256}` |
-| `models/model.pt` | SHA-256 `{origin["model_sha256"]}` (the same tensors in our layout) |
+| `models/model.safetensors` | SHA-256 `{origin["model_sha256"]}` (the same tensors in our layout) |
 
 `configs/metadata.json` (key `origin`) records the same.
 
 ## Licence and terms
 
 The medigan model hub declares the licence of `{m.model_id}` as **{m.licence}**; the weights in
-`models/model.pt` stay under the terms of the original package and of its authors. The bundle's
+`models/model.safetensors` stay under the terms of the original package and of its authors. The bundle's
 configuration files are Apache-2.0 (mammoshare). The generator was trained on {m.dataset}: the
 terms of that dataset may restrict what you do with its samples; check them before sharing the
 generator or its samples further.
@@ -626,7 +606,8 @@ PNG says that it is synthetic and which weights made it.
 
 ## Security
 
-Only the weights file was read, with `torch.load(..., weights_only=True)`; the package's
+Only the weights file was read, once, by mammoshare's restricted pickle loader (size limits, an
+allow-list of pickle globals, `torch.load(weights_only=True)`), and re-saved as safetensors; the package's
 `__init__.py` was never imported or executed.
 
 ## Intended use and limits
@@ -641,7 +622,7 @@ def _licence_text(imp: _Imported) -> str:
     m = imp.model
     text = f"""This bundle holds two kinds of material under different terms.
 
-1. The generator weights (models/model.pt) are converted, tensor for tensor, from the medigan model
+1. The generator weights (models/model.safetensors) are converted, tensor for tensor, from the medigan model
    package {imp.package.source.name} ({m.model_id}, {m.authors}), published at
    {m.package_link}.
    The medigan model hub declares their licence as: {m.licence}. They remain under the terms of the
@@ -655,17 +636,67 @@ def _licence_text(imp: _Imported) -> str:
     return text
 
 
-def _network_signature(network: torch.nn.Module) -> list[tuple]:
-    signature = []
-    for module in network.modules():
-        if module is network or list(module.children()):
-            continue
-        shapes = tuple((k, tuple(v.shape)) for k, v in module.state_dict().items())
-        signature.append((type(module).__name__, shapes, getattr(module, "negative_slope", None)))
-    return signature
+def _install_into_bundle(imp: _Imported, bundle_dir: Path, overwrite: bool) -> Path:
+    """Install the weights into an existing bundle without evaluating any of its files: its
+    ``generator.json`` (or the literal values of its ``inference.json``, read as JSON) must describe
+    the package's generator. Only the files the import owns are written: ``models/model.safetensors``
+    and ``models/origin.json`` (an old ``models/model.pt`` is removed with ``--force``)."""
+    from mammoshare.gan.weights import read_generator_spec
+
+    from .archive import ExchangeError, bundle_generator_settings
+
+    where = bundle_dir / "configs"
+    g = imp.geometry
+    problems = []
+    if (where / "generator.json").is_file():
+        try:
+            spec = read_generator_spec((where / "generator.json").read_bytes(), str(where / "generator.json"))
+        except WeightsError as e:
+            raise MediganPackageError(str(e)) from None
+        if spec.parameters != imp.spec.parameters or spec.output_decoding != imp.spec.output_decoding:
+            problems.append(f"its generator.json describes {spec.parameters} decoded {spec.output_decoding}")
+        decoding = spec.output_decoding
+    else:
+        try:
+            config = json.loads((where / "inference.json").read_text(encoding="utf-8"))
+            meta = json.loads((where / "metadata.json").read_text(encoding="utf-8"))
+            settings = bundle_generator_settings(config, meta, str(where / "inference.json"))
+        except (OSError, ValueError, ExchangeError) as e:
+            raise MediganPackageError(f"{where}: cannot tell the bundle's generator from its configs without evaluating them ({e}); "
+                                      "import into a new folder instead") from None
+        stated = {"latent_size": g.latent_size, "ngf": g.ngf, "multipliers": list(g.multipliers), "leaky_slope": g.leaky_slope}
+        for key, value in stated.items():
+            have = settings.get(key)
+            if key == "multipliers" and have is None and settings.get("ngf") is not None:
+                have = [16, 8, 4, 2, 1]
+            if have is not None and (list(have) if isinstance(have, (list, tuple)) else have) != value:
+                problems.append(f"its inference.json states {key} {have!r}, the package has {value!r}")
+        decoding = settings["decoding"]
+    if problems:
+        raise MediganPackageError(
+            f"{imp.package.source}: {imp.model.model_id} (nz {g.latent_size}, ngf {g.ngf}, multipliers {g.multipliers}, "
+            f"{'ReLU' if g.leaky_slope is None else f'LeakyReLU({g.leaky_slope})'}) does not fit the bundle {bundle_dir}: "
+            + "; ".join(problems) + "; import it into a new folder instead"
+        )
+    if decoding != imp.model.decoding:
+        raise MediganPackageError(
+            f"{imp.package.source}: {imp.model.model_id} decodes its output as {imp.model.decoding!r} but the bundle "
+            f"{bundle_dir} decodes {decoding!r}; import it into a new folder, or pass the published weights file to that bundle as --checkpoint"
+        )
+    model_file = bundle_dir / "models" / "model.safetensors"
+    old = bundle_dir / "models" / "model.pt"
+    if (model_file.exists() or old.exists()) and not overwrite:
+        raise MediganPackageError(f"{model_file if model_file.exists() else old}: exists; pass --force to replace it")
+    _save_state(imp.state, model_file)
+    old.unlink(missing_ok=True)
+    from mammoshare.atomic import atomic_write_bytes
+
+    atomic_write_bytes(bundle_dir / "models" / "origin.json", (json.dumps(_origin(imp, model_file), indent=4) + "\n").encode("utf-8"))
+    return bundle_dir
 
 
 def _bundle_config(bundle_dir: Path, config: str = "inference.json"):
+    """Our own bundle's config (export only: a bundle of this centre, never a received one)."""
     from monai.bundle import ConfigParser
 
     path = bundle_dir / "configs" / config
@@ -677,43 +708,8 @@ def _bundle_config(bundle_dir: Path, config: str = "inference.json"):
     return parser
 
 
-def _install_into_bundle(imp: _Imported, bundle_dir: Path, overwrite: bool) -> Path:
-    parser = _bundle_config(bundle_dir)
-    try:
-        network = parser.get_parsed_content("network_def")
-    except Exception as e:
-        raise MediganPackageError(f"{bundle_dir}/configs/inference.json: cannot build its network_def ({e})") from e
-    expected = imp.geometry.network()
-    if _network_signature(network) != _network_signature(expected):
-        raise MediganPackageError(
-            f"{imp.package.source}: {imp.model.model_id} (nz {imp.geometry.latent_size}, ngf {imp.geometry.ngf}, multipliers "
-            f"{imp.geometry.multipliers}, {'ReLU' if imp.geometry.leaky_slope is None else f'LeakyReLU({imp.geometry.leaky_slope})'}) "
-            f"does not fit the network_def of the bundle {bundle_dir}; import it into a new folder instead"
-        )
-    config = parser.get()
-    bundle_decoding = config.get("decoding") if isinstance(config, dict) else None
-    if (bundle_decoding or "tanh") != imp.model.decoding:
-        raise MediganPackageError(
-            f"{imp.package.source}: {imp.model.model_id} decodes its output as {imp.model.decoding!r} but the bundle "
-            f"{bundle_dir} decodes {bundle_decoding or 'our layout (tanh)'!r}; import it into a new folder, or pass the "
-            "published weights file to that bundle as --checkpoint"
-        )
-    model_file = bundle_dir / "models" / "model.pt"
-    if model_file.exists() and not overwrite:
-        raise MediganPackageError(f"{model_file}: exists; pass --force to replace it")
-    model_file.parent.mkdir(parents=True, exist_ok=True)
-    _save_state(imp.state, model_file)
-    meta_path = bundle_dir / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["origin"] = _origin(imp, model_file)
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
-    return bundle_dir
-
-
 def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save({k: v.detach().clone().contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
+    save_safetensors(state, path, {"format": "pt"})
 
 
 def import_medigan_package(
@@ -730,12 +726,12 @@ def import_medigan_package(
         source: the package zip (``MALIGN_DCGAN.zip``, ``00005_DCGAN_MMG_MASS_ROI.zip``...), its
             unpacked folder, or the weights file alone (``malign_mass_gen``, ``500.pt``, ``10000.pt``).
         out_dir: a new or empty folder (a complete bundle is written), or an existing bundle of the
-            same architecture (only ``models/model.pt`` is installed and ``metadata.json``'s
-            ``origin`` updated).
+            same architecture (only ``models/model.safetensors`` and ``models/origin.json`` are written;
+            nothing of the bundle is evaluated).
         model_id: the medigan model id the package comes from (default: detected from the content);
             it must agree with the detected layout.
         name: the bundle's name in a new bundle (default per model, e.g. ``dcgan_optimam``).
-        overwrite: replace an existing ``models/model.pt``.
+        overwrite: replace existing weights (``models/model.safetensors`` or ``models/model.pt``).
 
     Raises:
         MediganPackageError: unknown layout, wrong tensor shapes, no or several weights files,
@@ -756,8 +752,9 @@ def import_medigan_package(
     try:
         for sub in ("configs", "models", "docs"):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        model_file = out_dir / "models" / "model.pt"
+        model_file = out_dir / "models" / "model.safetensors"
         _save_state(imp.state, model_file)
+        (out_dir / "configs" / "generator.json").write_bytes(imp.spec.to_json())
         origin = _origin(imp, model_file)
         (out_dir / "configs" / "metadata.json").write_text(json.dumps(_metadata(imp, name, origin), indent=4) + "\n")
         (out_dir / "configs" / "inference.json").write_text(
@@ -1064,6 +1061,8 @@ def export_medigan_package(
     except Exception as e:
         raise MediganPackageError(f"{where}: cannot build its network_def ({e})") from e
     weights_file = Path(checkpoint) if checkpoint is not None else bundle_dir / "models" / "model.pt"
+    if checkpoint is None and not weights_file.is_file():
+        weights_file = weights_file.with_suffix(".safetensors")
     if not weights_file.is_file():
         raise MediganPackageError(f"{weights_file}: no generator weights to export (train or import the bundle first, or pass --checkpoint)")
     weights = load_generator_weights(weights_file)
@@ -1139,7 +1138,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 2
     meta = json.loads((out / "configs" / "metadata.json").read_text())
     origin = meta.get("origin", {})
-    print(f"{origin.get('medigan_model_id')} -> {out / 'models' / 'model.pt'} (bundle {meta.get('name')} {meta.get('version')})")
+    print(f"{origin.get('medigan_model_id')} -> {out / 'models' / 'model.safetensors'} (bundle {meta.get('name')} {meta.get('version')})")
     print(f"generate: python -m monai.bundle run --config_file {out / 'configs' / 'inference.json'} --num_samples 1200 --output_dir synthetic/{meta.get('name')}")
     return 0
 
@@ -1162,7 +1161,7 @@ def add_medigan_import_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-id", "--model_id", dest="model_id", metavar="ID",
                    help="medigan model id (00002_DCGAN_MMG_MASS_ROI, 00005..., 00006... or 2/5/6); default: detected")
     p.add_argument("--name", help="name of a new bundle (default per model, e.g. dcgan_optimam)")
-    p.add_argument("--force", action="store_true", help="replace the models/model.pt of an existing bundle")
+    p.add_argument("--force", action="store_true", help="replace the weights of an existing bundle")
     p.set_defaults(func=_cmd_import)
     return p
 

@@ -21,6 +21,8 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
+from mammoshare.atomic import atomic_torch_save
+
 from .weights import decode_output
 
 __all__ = [
@@ -51,12 +53,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def save_atomically(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file, then rename: an interrupted run never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save kill-safely (:func:`mammoshare.atomic.atomic_torch_save`): a unique temporary
+    file, fsynced with its folder, then renamed; a run killed at any moment leaves the previous
+    complete file or the new one, and its ``.partial`` is removed by the next write."""
+    atomic_torch_save(obj, path)
 
 
 class EpochSeeder:

@@ -9,7 +9,7 @@ like any real datalist.
 
 Weights: every ``*.pt`` snapshot of a folder (the samples spread evenly over them, the study's DCGAN
 scheme of checkpoints every 50th epoch from epoch 500), or one checkpoint in any layout of
-:mod:`mammoshare.gan.weights` (our ``model.pt``, a snapshot, ``last.pt``, the published medigan
+:mod:`mammoshare.gan.weights` (our ``model.pt`` or ``model.safetensors``, a snapshot, ``last.pt``, the published medigan
 ``500.pt`` / ``10000.pt`` / ``malign_mass_gen`` or their zips), by default the bundle's
 ``models/model.pt``. The output decoding follows each file's layout unless ``decoding`` forces one.
 
@@ -151,6 +151,12 @@ def _sources(
         files = [Path(checkpoint)]
     else:
         default = Path(default_checkpoint) if default_checkpoint is not None else None
+        if default is not None and not default.is_file():
+            # a bundle's weights are model.pt (trained here) or model.safetensors (imported or received)
+            for sibling in (default.with_suffix(".safetensors"), default.with_suffix(".pt")):
+                if sibling.is_file():
+                    default = sibling
+                    break
         if default is None or not default.is_file():
             raise MissingWeightsError(_missing_weights_message(default))
         files = [default]
