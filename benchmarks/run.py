@@ -15,7 +15,9 @@ that a busy or drifting machine slows both alike; rates come from the median blo
 - classifier: samples/s of the CNN and Swin-T (the bundle's train.json) pipeline against memory;
 - fastpaths: DCGAN batch 64 images/s with each fast path (channels_last, AMP, torch.compile, no host
   sync per iteration, loader workers) against the plain loop;
-- audit: samples/s of ``mammoshare.audit`` when that module exists (see :func:`audit_benchmark`).
+- audit: samples/s of the audit's chunked, vectorised flip-NCC nearest-neighbour search against a
+  naive per-sample loop, and one whole audit (``mammoshare.audit.benchmark``, see :func:`audit_benchmark`; the audit at the issue's scale
+  alone: ``benchmarks/audit_scale.py``).
 
 Writes ``benchmarks/results.json`` (``--out``), ``benchmarks/ratios.png`` and the results section of
 ``benchmarks/BENCHMARKS.md`` (between its ``<!-- results -->`` markers; ``--no-markdown`` to skip).
@@ -487,6 +489,7 @@ def plot_ratios(results: dict, path: Path) -> Path | None:
     for key, entry in (results.get("gan") or {}).items():
         add(f"GAN {key}", entry, 0.9)
     add("generation PNG/bare", results.get("generation"), 0.9)
+    add("audit NN search chunked/naive", results.get("audit"), 10)
     for key, entry in (results.get("classifier") or {}).items():
         add(f"classifier {key}", entry, 0.9)
     if not labels:
@@ -543,7 +546,15 @@ def markdown(results: dict) -> str:
             lines.append(f"\n- {key}: {note}")
     if "audit" in results:
         a = results["audit"]
-        lines += ["", f"Audit: {a.get('status')}" + (f" ({a['rates']} {a.get('unit', '')})" if a.get("rates") else "")]
+        if "ratio" in a:
+            row(f"audit nearest-neighbour search ({a['references']} references, 4 flips)", a)
+            w = a.get("whole_audit")
+            if w:
+                lines += ["", f"Whole audit: {w['samples']} samples against {w['train']} training and {w['holdout']} holdout "
+                          f"patches ({w['features']} features) in {w['audit_seconds']:g} s, peak memory "
+                          f"{w['peak_memory_gib']:g} GiB; same neighbours as the naive loop: {a['same_neighbours']}."]
+        else:
+            lines += ["", f"Audit: {a.get('status')}"]
     return "\n".join(lines)
 
 

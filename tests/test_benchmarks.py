@@ -67,13 +67,27 @@ def test_results_section_replaces_only_what_lies_between_the_markers(tmp_path):
     assert "intro" in text and "after" in text and "new table" in text and "old" not in text
 
 
-def test_audit_hook_says_why_it_did_not_run(tmp_path):
+def test_audit_hook_says_why_it_did_not_run(tmp_path, monkeypatch):
     bench = _module()
+    if importlib.util.find_spec("mammoshare.audit.benchmarking") is not None:  # tiny sizes: seconds, not a minute
+        from mammoshare.audit import benchmarking as audit_bench
+
+        monkeypatch.setitem(audit_bench.SIZES, "quick", {
+            "references": 60, "naive": 4, "fast": 40, "rounds": 1,
+            "whole": {"samples": 40, "train": 30, "holdout": 30, "features": "pixel", "msssim_pairs": 20}})
     result = bench.audit_benchmark(tmp_path, True, torch.device("cpu"))
     if importlib.util.find_spec("mammoshare.audit") is None:
         assert result["status"] == "not run: mammoshare.audit does not exist in this checkout"
     else:
         assert result["status"] == "done" or "has no benchmark(workdir, quick, device)" in result["status"]
+    if result["status"] == "done":  # the two ways find the same neighbours; the vectorised one is faster
+        assert result["same_neighbours"] is True and result["ratio"] > 1
+        assert result["ratio_of"] == "chunked_vectorised / naive_per_sample"
+        assert result["whole_audit"]["samples"] == 40 and set(result["whole_audit"]["verdicts"]) == {
+            "memorisation", "membership", "diversity", "fidelity"}
+        assert "audit nearest-neighbour search" in bench.markdown({
+            "machine": {"device": "cpu", "processor": "x", "cpu_count": 1, "torch": "t", "torch_threads": 1},
+            "date": "d", "command": "c", "mode": "quick", "seconds": 1.0, "audit": result})
 
 
 def test_alternate_measures_each_way_from_its_own_blocks():

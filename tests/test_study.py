@@ -93,6 +93,35 @@ def test_reduced_demo_writes_tables_runs_and_plot(demo_study):
     assert not list(out.glob("cells/*/train/model_final.pt"))  # the demo keeps no classifier weights
 
 
+def test_every_trained_generator_is_audited_and_the_report_shows_the_figures(demo_study):
+    from mammoshare.audit import FAMILIES, load_audit
+
+    out, result = demo_study
+    gans = [k for k in result.records if k.startswith("gan/")]
+    audits = {k: r for k, r in result.records.items() if r.get("kind") == "audit"}
+    assert gans and sorted(audits) == sorted(k.replace("gan/", "audit/", 1) for k in gans)
+    report = (out / "report.md").read_text()
+    section = report.split("### Privacy and quality audit of the generators", 1)[1].split("\n## ", 1)[0]
+    for spec_id, record in audits.items():
+        assert record["status"] == "done", record.get("error")
+        folder = out / "stages" / "audits" / spec_id.split("/", 1)[1].replace("/", "_")
+        audit = load_audit(folder / "audit")  # audit.json exists and is a valid audit
+        assert set(audit["verdicts"]) == set(FAMILIES) and audit["features"]["kind"] == "pixel"
+        assert audit["data"]["synthetic"]["patches"] == record["config"]["num_samples"] == 64
+        # train: the lesion patches the GAN trained on (all of centre B); holdout: centre A's lesions
+        gan = result.records[spec_id.replace("audit/", "gan/", 1)]
+        assert audit["data"]["train"]["patches"] == gan["outputs"]["trained_on"]["patches"]
+        assert audit["data"]["holdout"]["subsets"] == ["training", "validation", "test"]
+        assert (folder / "audit" / "audit.md").is_file() and record["outputs"]["verdicts"] == audit["verdicts"]
+        line = next(l for l in section.splitlines() if f"stages/audits/{folder.name}/audit/audit.md" in l)
+        copy_rate = audit["families"]["memorisation"]["figures"]["copy_rate_pixel"]["value"]
+        auc = audit["families"]["membership"]["figures"]["distance_attack_pixel_auc"]["value"]
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert cells[3:7] == [audit["verdicts"][f] for f in FAMILIES]
+        assert cells[7].startswith(f"{copy_rate:.3g} [") and cells[9].startswith(f"{auc:.3g} [")
+    assert "| Audit holdout |" in report and "audit |" in report  # the deviation and the time table
+
+
 def test_centre_b_gans_train_on_all_patients_and_the_report_lists_deviations(demo_study):
     from mammoshare.datalist import datalist_records, load_datalist
     from mammoshare.study.presets import DEMO, PAPER

@@ -30,6 +30,14 @@ from .api import (
 )
 from .verdicts import FAMILIES, GATED_FAMILIES, AuditPolicy
 
+
+def benchmark(workdir, quick: bool = False, device: str = "cpu") -> dict:
+    """The audit's case of ``benchmarks/run.py`` (see :func:`mammoshare.audit.benchmarking.benchmark`)."""
+    from .benchmarking import benchmark as _benchmark
+
+    return _benchmark(workdir, quick, device)
+
+
 __all__ = [
     "run_audit",
     "load_audit",
@@ -44,4 +52,5 @@ __all__ = [
     "FAMILIES",
     "GATED_FAMILIES",
     "HEADLINE_FIGURES",
+    "benchmark",
 ]

@@ -1,4 +1,4 @@
-"""What each kind of stage does: ``datalist``, ``gan``, ``synthetic`` and ``cell``.
+"""What each kind of stage does: ``datalist``, ``gan``, ``synthetic``, ``audit`` and ``cell``.
 
 Each function takes the stage spec (see :mod:`mammoshare.study.runner`), its folder (cleared), the
 study folder and whether a GAN training resumes, runs the project's code or bundle, and returns the
@@ -15,11 +15,12 @@ from typing import Any
 
 from .stages import run_bundle
 
-__all__ = ["KINDS", "SYNTHETIC_SUBDIR", "DATALIST_FILE", "METRICS_FILE"]
+__all__ = ["KINDS", "SYNTHETIC_SUBDIR", "DATALIST_FILE", "METRICS_FILE", "AUDIT_SUBDIR"]
 
 DATALIST_FILE = "datalist.json"
 SYNTHETIC_SUBDIR = "patches"
 METRICS_FILE = "eval/metrics.json"
+AUDIT_SUBDIR = "audit"
 METRICS = ("accuracy", "f1", "auroc", "auprc")
 
 
@@ -91,15 +92,10 @@ def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str
             "trained_on": trained_on}
 
 
-def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
-    from ..datalist import load_datalist
-
-    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
-    if not Path(inputs["config_file"]).is_file():
-        raise FileNotFoundError(
-            f"{inputs['config_file']}: the generator bundle's inference config is not there; {spec['label']} cannot be sampled"
-        )
-    out = folder / SYNTHETIC_SUBDIR
+def _sampling_overrides(config: dict, inputs: dict, runtime: dict, out: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Overrides of a generator bundle's ``inference.json`` (and those it must accept) that sample
+    ``config["num_samples"]`` patches into ``out``: a study-trained GAN (every snapshot of the DCGAN,
+    the last weights otherwise) or a given file."""
     overrides: dict[str, Any] = {
         "num_samples": config["num_samples"],
         "output_dir": str(out),
@@ -126,6 +122,20 @@ def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> di
             raise FileNotFoundError(f"{checkpoint}: generator file not found (given as {inputs.get('option')})")
         overrides["checkpoint"] = str(checkpoint)
         required += ("checkpoint",)
+    return overrides, required
+
+
+def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
+    from ..datalist import load_datalist
+
+    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    if not Path(inputs["config_file"]).is_file():
+        raise FileNotFoundError(
+            f"{inputs['config_file']}: the generator bundle's inference config is not there; {spec['label']} cannot be sampled"
+        )
+    out = folder / SYNTHETIC_SUBDIR
+    overrides, required = _sampling_overrides(config, inputs, runtime, out)
+    gan_dir = inputs.get("gan_dir")
     try:
         run_bundle(Path(inputs["config_file"]), overrides, required=required)
     except Exception as e:
@@ -143,6 +153,34 @@ def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> di
         "datalist": f"{SYNTHETIC_SUBDIR}/synthetic_datalist.json",
         "count": len(data["training"]),
         "generator": data.get("generator", {}),
+    }
+
+
+def run_audit_stage(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
+    """The privacy and quality audit of a study-trained generator: ``num_samples`` drawn with the
+    same bundle inference as its synthetic set (its own widths, the same weights or snapshots), then
+    :func:`mammoshare.audit.run_audit` against its training patches and the holdout."""
+    from ..audit import audit_summary, load_audit, run_audit
+
+    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    samples = folder / "samples"
+    overrides, required = _sampling_overrides(config, inputs, runtime, samples)
+    run_bundle(Path(inputs["config_file"]), overrides, required=required)
+    train, holdout = config["train"], config["holdout"]
+    encoder = {"steps": config["encoder_steps"]} if config.get("encoder_steps") else None
+    run_audit(
+        synthetic=samples / "synthetic_datalist.json", train=inputs["train"], holdout=inputs["holdout"],
+        out=folder / AUDIT_SUBDIR, num_samples=None, features=config["features"], seed=config["seed"],
+        train_subsets=tuple(train["subsets"]), holdout_subsets=tuple(holdout["subsets"]), labels=train["labels"],
+        skip_bad=bool(config.get("skip_bad", False)), cache_dir=folder / "encoder_cache", encoder_settings=encoder,
+        msssim_pairs=config["msssim_pairs"], progress=False,
+    )
+    summary = audit_summary(load_audit(folder / AUDIT_SUBDIR))
+    return {
+        "audit": f"{AUDIT_SUBDIR}/audit.json",
+        "report": f"{AUDIT_SUBDIR}/audit.md",
+        "verdicts": summary["verdicts"],
+        "summary": summary,
     }
 
 
@@ -228,4 +266,4 @@ def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[st
     }
 
 
-KINDS = {"datalist": run_datalist, "gan": run_gan, "synthetic": run_synthetic, "cell": run_cell}
+KINDS = {"datalist": run_datalist, "gan": run_gan, "synthetic": run_synthetic, "audit": run_audit_stage, "cell": run_cell}

@@ -21,6 +21,7 @@ __all__ = [
     "GENERATORS",
     "GanSettings",
     "ClassifierSettings",
+    "AuditSettings",
     "Preset",
     "PRESETS",
     "DEMO",
@@ -113,6 +114,20 @@ class ClassifierSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The privacy and quality audit (``mammoshare audit``) of every generator the study trains.
+
+    Train set: the lesion patches the GAN trained on (centre B, the preset's ``gan_subsets``).
+    Holdout: centre A's lesion patches of the same task (every subset); centre B has no unseen
+    patients left, since its GANs train on all of them."""
+
+    num_samples: int = 2000
+    features: str = "encoder"  # "encoder" or "pixel"
+    msssim_pairs: int = 500
+    encoder_steps: int | None = None  # None: the audit's default
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -140,6 +155,8 @@ class Preset:
     apply_voi: bool | None = None
     #: the subsets of centre B's datalist that its GANs train on: all (centre B tests no classifier)
     gan_subsets: tuple[str, ...] = ("training", "validation", "test")
+    #: the audit of every generator the study trains (None: no audit)
+    audit: AuditSettings | None = field(default_factory=AuditSettings)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +165,7 @@ class Preset:
 PAPER = Preset(
     name="paper",
     description="the paper's settings: GANs 3000 (DCGAN) / 10000 masses, 2700 all lesions (WGAN-GP) epochs, "
-    "1200 synthetic patches, 1148/500 real BCDR lesions, 100 classifier epochs, 3 seeds, 1000 bootstrap resamples",
+    "1200 synthetic patches, 1148/500 real BCDR lesions, 100 classifier epochs, 3 seeds, 1000 bootstrap resamples, audits of 2000 samples per generator (self-supervised encoder features)",
     phantom_default=False,
     seeds=3,
     gans={
@@ -163,7 +180,7 @@ DEMO = Preset(
     name="demo",
     description="a smoke run of the whole matrix on phantom data: tiny GANs (ngf = ndf = 8, 6 epochs), 40 "
     "synthetic patches, CNN 2 epochs of at most 8 batches, Swin-T 1 epoch of 1 batch of 4, 2 seeds, 100 bootstrap "
-    "resamples",
+    "resamples; audits of 64 samples per generator in pixel features",
     phantom_default=True,
     seeds=2,
     gans={
@@ -181,6 +198,8 @@ DEMO = Preset(
     n_bootstrap=100,
     keep_classifier_weights=False,
     demo_optimam=True,
+    # the audit's smoke run: few samples and the PCA pixel features (no encoder to train)
+    audit=AuditSettings(num_samples=64, features="pixel", msssim_pairs=60),
 )
 
 PRESETS = {"demo": DEMO, "paper": PAPER}

@@ -6,12 +6,13 @@ Folder layout of a study (``--out DIR``)::
     DIR/stages/datalists/<id>/     centre A and BCDR datalists per task
     DIR/stages/gans/<id>/          DCGAN / WGAN-GP trainings per task (run/model.pt, snapshots)
     DIR/stages/synthetic/<id>/     synthetic sets per generator (patches/synthetic_datalist.json)
+    DIR/stages/audits/<id>/        privacy and quality audit per trained generator (audit/audit.json, audit.md)
     DIR/cells/<id>/                one classifier training + evaluation per cell
     DIR/table1_all_lesions.{md,csv}, DIR/table2_masses.{md,csv}, DIR/paired_comparison.{md,csv},
     DIR/deltas_vs_none.png, DIR/runs.json, DIR/report.md
 
 Each stage folder holds ``stage.json`` (config, hash, status, outputs, timings, error) and
-``log.txt``. Stages run in dependency order: datalists, GAN trainings, synthetic sets, cells. Cells
+``log.txt``. Stages run in dependency order: datalists, GAN trainings, synthetic sets, audits, cells. Cells
 are independent: with several CUDA GPUs each runs in a worker process pinned to one GPU with
 ``CUDA_VISIBLE_DEVICES`` (so are the GAN trainings); otherwise everything runs in this process.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .inputs import OPTIMAM_BUNDLE, StudyInputs, file_sha256, parse_bcdr_generators, resolve_inputs
-from .kinds import DATALIST_FILE, METRICS_FILE, SYNTHETIC_SUBDIR
+from .kinds import AUDIT_SUBDIR, DATALIST_FILE, METRICS_FILE, SYNTHETIC_SUBDIR
 from .presets import CLASSIFIERS, FRACTIONS, GENERATORS, PRESETS, ROWS, TASKS, Preset, Row, fraction_label, row_by_key
 from .stages import config_hash, execute_spec, read_record, record_is_reusable, stage_dir, write_json_atomically
 
@@ -39,7 +40,7 @@ __all__ = ["StudyOptions", "StudyResult", "Plan", "plan_study", "run_study", "de
 logger = logging.getLogger(__name__)
 
 NOT_SELECTED = "not selected in this run (--only / --tasks / --classifiers / --fractions)"
-PHASES = ("datalist", "gan", "synthetic", "cell")
+PHASES = ("datalist", "gan", "synthetic", "audit", "cell")
 
 
 def default_bundles_dir() -> Path:
@@ -271,6 +272,8 @@ def plan_study(options: StudyOptions) -> Plan:
             "deps": [source["id"]],
             "required": ["run/model.pt"],
         })
+        if preset.audit is not None:
+            audit(generator, task, gan, source, settings)
         return add({
             "id": f"synthetic/{generator}/{task}",
             "kind": "synthetic",
@@ -282,6 +285,34 @@ def plan_study(options: StudyOptions) -> Plan:
             "runtime": runtime,
             "deps": [gan["id"]],
             "required": [f"{SYNTHETIC_SUBDIR}/synthetic_datalist.json"],
+        })
+
+    def audit(generator: str, task: str, gan: dict, source: dict, settings) -> dict:
+        """The audit of a study-trained generator. Train: the lesion patches of centre B it trained
+        on; holdout: centre A's lesion patches of the task (centre B has no unseen patients left)."""
+        _, bundle, label = GENERATORS[generator]
+        config_file = _bundle_config(bundles_dir, bundle, "inference.json")
+        centre_a = datalist("centre_a", task)
+        a = preset.audit
+        return add({
+            "id": f"audit/{generator}/{task}",
+            "kind": "audit",
+            "label": f"audit of the {label} trained for the task {task}",
+            "dir": f"stages/audits/{generator}_{task}",
+            "config": {"generator": generator, "bundle": bundle, "task": task, "num_samples": a.num_samples,
+                       "seed": preset.synthetic_seed, "features": a.features, "msssim_pairs": a.msssim_pairs,
+                       "encoder_steps": a.encoder_steps, "network": {"ngf": settings.ngf, "latent_size": 100},
+                       "use_snapshots": generator == "dcgan", "skip_bad": bool(options.skip_bad),
+                       "train": {"datalist": "centre B (BCDR)", "subsets": list(preset.gan_subsets), "labels": "lesion"},
+                       "holdout": {"datalist": f"centre A ({options.centre_a_format})",
+                                   "subsets": ["training", "validation", "test"], "labels": "lesion"},
+                       "bundle_config_sha256": _config_sha(config_file)},
+            "inputs": {"config_file": str(config_file), "gan_dir": str(stage_dir(study_dir, gan)),
+                       "train": str(stage_dir(study_dir, source) / DATALIST_FILE),
+                       "holdout": str(stage_dir(study_dir, centre_a) / DATALIST_FILE)},
+            "runtime": runtime,
+            "deps": [gan["id"], source["id"], centre_a["id"]],
+            "required": [f"{AUDIT_SUBDIR}/audit.json"],
         })
 
     train_config = _bundle_config(bundles_dir, "classifier_inbreast", "train.json")
