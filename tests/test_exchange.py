@@ -210,7 +210,7 @@ def test_round_trip_pack_verify_unpack(tmp_path, bundle, keys, capsys):
     assert spec["family"] == "dcgan" and spec["parameters"]["widths"] == [64, 32, 16, 8, 4] and spec["image_size"] == [128, 128]
     assert "mammoshare" not in files["configs/inference.json"].decode()
     manifest = json.loads(files[MANIFEST])
-    assert set(manifest["files"]) == set(files) - {MANIFEST, SIGNATURE} and "audit" not in manifest
+    assert set(manifest["files"]) == set(files) - {MANIFEST, SIGNATURE} and manifest["audit"]["decision"] == "not audited"
 
     assert cli("verify", out, "--expect-sha256", sha, "--trusted-key", keys["sender_pub"]) == 0
     report_text = capsys.readouterr().out

@@ -679,7 +679,8 @@ def audit_gate(audit: dict, accept_risk: str | None, weights_sha256: str) -> dic
 
 
 def model_card_with_audit(card: bytes, audit: dict | None, record: dict) -> bytes:
-    """The bundle's model card with the audit's section appended (or a "not audited" one)."""
+    """The bundle's model card with the audit's section appended (or a "not audited" one), in
+    place of a section a previous pack appended."""
     if audit is not None:
         from mammoshare.audit import model_card_section
 
@@ -688,7 +689,9 @@ def model_card_with_audit(card: bytes, audit: dict | None, record: dict) -> byte
     else:
         section = "## Privacy and quality audit\n\nNOT AUDITED: this generator was packed with `--no-audit`; nobody checked it for " \
                   "memorisation of training patches or membership inference. Audit it before any use (`mammoshare audit`).\n"
-    return card.rstrip(b"\n") + b"\n\n" + section.encode("utf-8")
+    # a repacked (received) bundle already ends with the section of its last pack: replace it
+    head, found, _ = card.rpartition(b"\n## Privacy and quality audit\n")
+    return (head if found else card).rstrip(b"\n") + b"\n\n" + section.encode("utf-8")
 
 
 # --- unpacking --------------------------------------------------------------------------------
