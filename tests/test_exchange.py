@@ -129,7 +129,7 @@ def keys(tmp_path) -> dict[str, Path]:
 @pytest.fixture
 def archive(tmp_path, bundle, keys) -> Path:
     out = tmp_path / "dcgan.zip"
-    pack_bundle(bundle, out, sign_key=keys["sender_key"])
+    pack_bundle(bundle, out, sign_key=keys["sender_key"], no_audit=True)
     return out
 
 
@@ -190,7 +190,7 @@ def test_round_trip_pack_verify_unpack(tmp_path, bundle, keys, capsys):
     from safetensors.torch import load as load_safetensors
 
     out = tmp_path / "dcgan.zip"
-    assert cli("pack", bundle, "--out", out, "--sign", keys["sender_key"]) == 0
+    assert cli("pack", bundle, "--out", out, "--sign", keys["sender_key"], "--no-audit") == 0
     printed = capsys.readouterr().out
     sha = archive_sha256(out)
     assert f"archive SHA-256: {sha}" in printed
@@ -210,7 +210,7 @@ def test_round_trip_pack_verify_unpack(tmp_path, bundle, keys, capsys):
     assert spec["family"] == "dcgan" and spec["parameters"]["widths"] == [64, 32, 16, 8, 4] and spec["image_size"] == [128, 128]
     assert "mammoshare" not in files["configs/inference.json"].decode()
     manifest = json.loads(files[MANIFEST])
-    assert set(manifest["files"]) == set(files) - {MANIFEST, SIGNATURE} and "audit" not in manifest
+    assert set(manifest["files"]) == set(files) - {MANIFEST, SIGNATURE} and manifest["audit"]["decision"] == "not audited"
 
     assert cli("verify", out, "--expect-sha256", sha, "--trusted-key", keys["sender_pub"]) == 0
     report_text = capsys.readouterr().out
@@ -228,27 +228,27 @@ def test_round_trip_pack_verify_unpack(tmp_path, bundle, keys, capsys):
     assert folder.passed(), folder.text()
     # an unpacked bundle packs again to the same archive
     again = tmp_path / "again.zip"
-    pack_bundle(target, again, sign_key=keys["sender_key"])
+    pack_bundle(target, again, sign_key=keys["sender_key"], no_audit=True)
     assert archive_sha256(again) == sha
 
 
 def test_archive_is_deterministic(tmp_path, bundle):
-    first = pack_bundle(bundle, tmp_path / "a.zip")
+    first = pack_bundle(bundle, tmp_path / "a.zip", no_audit=True)
     for path in bundle.rglob("*"):
         os.utime(path, (1_800_000_000, 1_800_000_000))
-    second = pack_bundle(bundle, tmp_path / "b.zip")
+    second = pack_bundle(bundle, tmp_path / "b.zip", no_audit=True)
     assert first.sha256 == second.sha256 == archive_sha256(tmp_path / "b.zip")
     with zipfile.ZipFile(tmp_path / "a.zip") as zf:
         infos = zf.infolist()
     assert [i.filename for i in infos] == sorted(i.filename for i in infos)
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)} and {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
     with pytest.raises(PackError, match="never overwritten"):
-        pack_bundle(bundle, tmp_path / "a.zip")
+        pack_bundle(bundle, tmp_path / "a.zip", no_audit=True)
 
 
 def test_wgangp_bundle_packs(tmp_path):
     bundle = make_bundle(tmp_path / "src", "wgangp_bcdr")
-    result = pack_bundle(bundle, tmp_path / "w.zip")
+    result = pack_bundle(bundle, tmp_path / "w.zip", no_audit=True)
     assert verify_bundle(result.path, allow_unsigned=True).passed()
 
 
@@ -299,10 +299,10 @@ def test_pack_refuses_weights(tmp_path, bundle, what, target, match):
         _torch_save(objects[what], bundle / target)
     out = tmp_path / "x.zip"
     with pytest.raises(PackError, match=match) as info:
-        pack_bundle(bundle, out)
+        pack_bundle(bundle, out, no_audit=True)
     assert target in str(info.value)
     assert not out.exists() and not list(tmp_path.glob(".*.partial"))
-    assert cli("pack", bundle, "--out", out) == 1
+    assert cli("pack", bundle, "--out", out, "--no-audit") == 1
 
 
 def test_pack_refuses_records_smuggled_into_a_torch_file(tmp_path, bundle):
@@ -310,25 +310,25 @@ def test_pack_refuses_records_smuggled_into_a_torch_file(tmp_path, bundle):
         prefix = zf.namelist()[0].split("/")[0]
         zf.writestr(f"{prefix}/patients.csv", "D01_3,1\n")
     with pytest.raises(PackError, match="models/model.pt: holds records that torch.save does not write.*patients.csv"):
-        pack_bundle(bundle, tmp_path / "x.zip")
+        pack_bundle(bundle, tmp_path / "x.zip", no_audit=True)
 
 
 def test_pack_refuses_missing_files_and_bad_metadata(tmp_path, bundle):
     (bundle / "LICENSE").unlink()
     with pytest.raises(PackError, match="LICENSE"):
-        pack_bundle(bundle, tmp_path / "x.zip")
+        pack_bundle(bundle, tmp_path / "x.zip", no_audit=True)
     shutil.copy(REPO / "bundles" / "dcgan_bcdr" / "LICENSE", bundle / "LICENSE")
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
     (bundle / "configs" / "metadata.json").write_text(json.dumps({**metadata, "version": "0.2.0"}))
     with pytest.raises(PackError, match="0.2.0.*changelog"):
-        pack_bundle(bundle, tmp_path / "x.zip")
+        pack_bundle(bundle, tmp_path / "x.zip", no_audit=True)
     (bundle / "configs" / "metadata.json").write_text(json.dumps({**metadata, "description": "$__import__('os').system('id')"}))
     with pytest.raises(PackError, match="metadata.json#description.*MONAI expression"):
-        pack_bundle(bundle, tmp_path / "x.zip")
+        pack_bundle(bundle, tmp_path / "x.zip", no_audit=True)
     del metadata["task"]
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
     with pytest.raises(PackError, match="'task' is a required property"):
-        pack_bundle(bundle, tmp_path / "x.zip")
+        pack_bundle(bundle, tmp_path / "x.zip", no_audit=True)
     assert not (tmp_path / "x.zip").exists()
 
 
@@ -336,7 +336,7 @@ def test_pack_refuses_weights_of_another_configured_geometry(tmp_path, bundle):
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     (bundle / "configs" / "inference.json").write_text(json.dumps({**config, "ngf": 64}))
     with pytest.raises(PackError, match=r"hidden widths .*ngf 64"):
-        pack_bundle(bundle, tmp_path / "x.zip")
+        pack_bundle(bundle, tmp_path / "x.zip", no_audit=True)
 
 
 def test_pack_refuses_patient_ids(tmp_path, bundle):
@@ -350,7 +350,7 @@ def test_pack_refuses_patient_ids(tmp_path, bundle):
     clean_card = card.read_text()
     # ids inside longer tokens are no hits; the clean bundle packs
     card.write_text(clean_card + "\nTrained on D01_30 and xF01_12 cases, 47110 patches.\n")
-    assert pack_bundle(bundle, tmp_path / "ok.zip", train_datalist=datalist).path.is_file()
+    assert pack_bundle(bundle, tmp_path / "ok.zip", train_datalist=datalist, no_audit=True).path.is_file()
     out = tmp_path / "x.zip"
     for text, found in [
         ("The worst case was patient D01_3.", "D01_3"),
@@ -362,22 +362,22 @@ def test_pack_refuses_patient_ids(tmp_path, bundle):
     ]:
         card.write_text(clean_card + "\n" + text + "\n")
         with pytest.raises(PackError, match=rf"docs/README.md line \d+: patient id '{found}'"):
-            pack_bundle(bundle, out, train_datalist=datalist)
+            pack_bundle(bundle, out, train_datalist=datalist, no_audit=True)
         assert not out.exists(), text
     card.write_text(clean_card)
     # ... in the metadata's keys and escaped strings, and in a snapshot's file name
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
     (bundle / "configs" / "metadata.json").write_text(json.dumps({**metadata, "notes_f01_12": "x"}))
     with pytest.raises(PackError, match="configs/metadata.json.*'F01_12'"):
-        pack_bundle(bundle, out, train_datalist=datalist)
+        pack_bundle(bundle, out, train_datalist=datalist, no_audit=True)
     (bundle / "configs" / "metadata.json").write_text(json.dumps({**metadata, "description": metadata["description"] + " D01\u200d_3"}, ensure_ascii=True))
     with pytest.raises(PackError, match="configs/metadata.json.*'D01_3'"):
-        pack_bundle(bundle, out, train_datalist=datalist)
+        pack_bundle(bundle, out, train_datalist=datalist, no_audit=True)
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
     shutil.copy(bundle / "models" / "snapshots" / SNAPSHOTS[0], bundle / "models" / "snapshots" / "epoch_98429c0bdf78c0c7.pt")
     with pytest.raises(PackError, match=r"\(file names\).*'98429c0bdf78c0c7'"):
-        pack_bundle(bundle, out, train_datalist=datalist)
-    assert cli("pack", bundle, "--out", out, "--train-datalist", datalist) == 1
+        pack_bundle(bundle, out, train_datalist=datalist, no_audit=True)
+    assert cli("pack", bundle, "--out", out, "--train-datalist", datalist, "--no-audit") == 1
     assert find_patient_ids({"a": "x 98429C0BDF78C0C7 y"}, {"98429c0bdf78c0c7"}) == ["a line 1: patient id '98429c0bdf78c0c7' of the training datalist"]
 
 
@@ -407,7 +407,7 @@ def test_signatures_trusted_unknown_unsigned(tmp_path, bundle, keys, capsys):
     private, public = tmp_path / "k" / "centre_b.key", tmp_path / "k" / "centre_b.pub"
     assert oct(private.stat().st_mode & 0o777) == "0o600" and b"PUBLIC KEY" in public.read_bytes()
     assert cli("keygen", "--out", tmp_path / "k" / "centre_b") == 1  # never overwrites
-    signed = pack_bundle(bundle, tmp_path / "signed.zip", sign_key=private).path
+    signed = pack_bundle(bundle, tmp_path / "signed.zip", sign_key=private, no_audit=True).path
     files = entries(signed)
     # the OpenSSF model-signing format: a Sigstore bundle, DSSE envelope, in-toto statement over every file
     sig = json.loads(files[SIGNATURE])
@@ -430,7 +430,7 @@ def test_signatures_trusted_unknown_unsigned(tmp_path, bundle, keys, capsys):
     report = verify_bundle(signed, allow_unsigned=True)
     assert report.passed() and report.signature_status == "signed by an unknown key"
     # unsigned: refused unless --allow-unsigned
-    unsigned = pack_bundle(bundle, tmp_path / "unsigned.zip").path
+    unsigned = pack_bundle(bundle, tmp_path / "unsigned.zip", no_audit=True).path
     report = verify_bundle(unsigned, trusted_keys=[public])
     assert check_status(report, "signature") == FAIL and "UNSIGNED" in report.text()
     assert cli("verify", unsigned) == 1 and cli("verify", unsigned, "--allow-unsigned") == 0
@@ -517,19 +517,127 @@ def test_pinned_config_and_recorded_consent(tmp_path, archive, keys, capsys):
     assert weights.template_sha256(family) == original
 
 
-def test_audit_summary_slot(tmp_path, bundle, keys):
-    audit = {"tool": "mammoshare audit", "memorisation": {"nearest_ssim_max": 0.41, "passed": True}}
-    result = pack_bundle(bundle, tmp_path / "a.zip", sign_key=keys["sender_key"], audit=audit)
-    assert json.loads(entries(result.path)[MANIFEST])["audit"] == audit
-    report = verify_bundle(result.path, trusted_keys=[keys["sender_pub"]])
-    assert report.passed() and report.audit == audit and check_status(report, "audit") == OK and "nearest_ssim_max" in report.text()
-    # the summary is signed: changing it breaks the signature
-    manifest = json.loads(entries(result.path)[MANIFEST])
-    manifest["audit"]["memorisation"]["passed"] = False
-    forged = repack(result.path, tmp_path / "f.zip", {MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()}, keep_manifest=True)
-    report = verify_bundle(forged, trusted_keys=[keys["sender_pub"]])
-    assert check_status(report, "signature") == FAIL and "changed since signing ['manifest.json']" in report.text()
-    assert check_status(verify_bundle(pack_bundle(bundle, tmp_path / "b.zip").path, allow_unsigned=True), "audit") == SKIPPED
+@pytest.fixture(scope="module")
+def phantom_real(tmp_path_factory):
+    """The phantom BCDR datalist (all lesion types) and its canonical training patches, for audits."""
+    from mammoshare.data import canonical_patch_transform
+    from mammoshare.datalist import load_datalist, write_datalist
+    from mammoshare.phantom import write_phantoms
+    from mammoshare.readers import build_datalist
+    from transforms import DecodedImageCache
+
+    root = tmp_path_factory.mktemp("exchange_audit")
+    write_phantoms(root, seed=2021, datasets=["bcdr"])
+    path = write_datalist(build_datalist("bcdr", root / "bcdr", task="all")[0], root / "bcdr_all.json")
+    load = canonical_patch_transform(cache=DecodedImageCache())
+    train = [np.asarray(load(dict(r))["image"])[0] for r in load_datalist(path)["training"]]
+    return {"datalist": path, "train_patches": train}
+
+
+def _copycat_audit(real: dict, folder: Path, weights_file: Path) -> Path:
+    """A finished audit of a "generator" (``weights_file``) that returns its training patches."""
+    from PIL import Image
+
+    from mammoshare.audit import run_audit
+    from mammoshare.datalist import make_record, write_datalist
+
+    folder.mkdir(parents=True)
+    records = []
+    for i, image in enumerate(real["train_patches"] * 2):
+        path = folder / f"s{i:04d}.png"
+        Image.fromarray((np.clip(image[:, ::-1] if i % 2 else image, 0, 1) * 255).round().astype(np.uint8)).save(path)
+        records.append(make_record(path, "synthetic:copycat", 1, None, "copycat"))
+    weights = [{"file": weights_file.name, "sha256": hashlib.sha256(weights_file.read_bytes()).hexdigest()}]
+    syn = write_datalist({"dataset": "synthetic", "task": "all", "phantom": True, "training": records, "validation": [], "test": [],
+                          "generator": {"name": "copycat", "version": "0", "weights": weights}}, folder / "synthetic.json")
+    run_audit(synthetic=syn, train=real["datalist"], holdout=real["datalist"], out=folder / "audit", labels="all",
+              features="pixel", msssim_pairs=40, progress=False)
+    return folder / "audit"
+
+
+def test_pack_refuses_without_an_audit_and_records_no_audit(tmp_path, bundle, keys, capsys):
+    with pytest.raises(PackError, match="no audit given.*--audit DIR.*--no-audit"):
+        pack_bundle(bundle, tmp_path / "x.zip")
+    assert cli("pack", bundle, "--out", tmp_path / "x.zip") == 1 and not (tmp_path / "x.zip").exists()
+    assert "--audit-train DATALIST --audit-holdout DATALIST" in capsys.readouterr().err
+    assert cli("pack", bundle, "--out", tmp_path / "x.zip", "--no-audit", "--audit", tmp_path) == 1
+    assert cli("pack", bundle, "--out", tmp_path / "n.zip", "--no-audit", "--sign", keys["sender_key"]) == 0
+    assert "NOT AUDITED" in capsys.readouterr().out
+    files = entries(tmp_path / "n.zip")
+    assert json.loads(files[MANIFEST])["audit"]["decision"] == "not audited" and b"NOT AUDITED" in files["docs/README.md"]
+    report = verify_bundle(tmp_path / "n.zip", trusted_keys=[keys["sender_pub"]])
+    assert report.passed() and check_status(report, "audit") == "WARN" and "NOT AUDITED" in report.text()
+
+
+def test_a_failed_audit_refuses_pack_unless_the_risk_is_accepted(tmp_path, bundle, keys, phantom_real, capsys):
+    audit_dir = _copycat_audit(phantom_real, tmp_path / "copycat", bundle / "models" / "model.pt")
+    out = tmp_path / "c.zip"
+    assert cli("pack", bundle, "--out", out, "--audit", audit_dir, "--sign", keys["sender_key"]) == 1 and not out.exists()
+    err = capsys.readouterr().err
+    assert "fails the privacy audit" in err and "memorisation" in err and "--accept-risk" in err
+    reason = "consortium members only, under a data-sharing agreement"
+    assert cli("pack", bundle, "--out", out, "--audit", audit_dir, "--accept-risk", reason, "--sign", keys["sender_key"]) == 0
+    assert "accepted risk" in capsys.readouterr().out
+    files = entries(out)
+    record = json.loads(files[MANIFEST])["audit"]
+    assert record["decision"] == "accepted-risk" and record["accepted_risk"]["reason"] == reason
+    assert record["verdicts"]["memorisation"] == "fail" and "memorisation" in record["failed"]
+    assert record["audited_weights_sha256"] == hashlib.sha256((bundle / "models" / "model.pt").read_bytes()).hexdigest()
+    card = files["docs/README.md"].decode()
+    assert card.startswith((bundle / "docs" / "README.md").read_text().rstrip("\n")) and "## Privacy and quality audit" in card and reason in card
+    report = verify_bundle(out, trusted_keys=[keys["sender_pub"]])
+    assert report.passed() and check_status(report, "audit") == "WARN"
+    assert "FAILED privacy audit" in report.text() and reason in report.text() and "memorisation fail" in report.text()
+    # the record is signed: erasing the failure breaks the signature
+    manifest = json.loads(files[MANIFEST])
+    manifest["audit"]["verdicts"]["memorisation"] = "pass"
+    forged = repack(out, tmp_path / "f.zip", {MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()}, keep_manifest=True)
+    assert check_status(verify_bundle(forged, trusted_keys=[keys["sender_pub"]]), "signature") == FAIL
+    # a failed privacy verdict without an accepted risk (hand-made, re-signed manifest) is refused
+    manifest["audit"]["verdicts"]["memorisation"], manifest["audit"]["accepted_risk"] = "fail", None
+    hand_made = repack(out, tmp_path / "h.zip", {MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()}, keep_manifest=True)
+    assert check_status(verify_bundle(hand_made, allow_unsigned=True), "audit") == FAIL
+    # an audit of other weights is refused, whatever the accepted risk
+    other = _copycat_audit(phantom_real, tmp_path / "other", bundle / "models" / "snapshots" / SNAPSHOTS[0])
+    with pytest.raises(PackError, match="other generator weights"):
+        pack_bundle(bundle, tmp_path / "o.zip", audit=other, accept_risk=reason)
+
+
+def test_pack_runs_a_passing_audit_and_verify_and_medigan_show_it(tmp_path, bundle, keys, phantom_real, capsys):
+    from mammoshare.exchange.medigan_bridge import add_medigan_export_parser
+
+    out = tmp_path / "p.zip"
+    args = ["--audit-train", phantom_real["datalist"], "--audit-holdout", phantom_real["datalist"], "--audit-num-samples", "60",
+            "--audit-features", "pixel", "--sign", keys["sender_key"]]
+    assert cli("pack", bundle, "--out", out, *args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "audit: memorisation " in printed, printed[-600:]
+    audit_dir = tmp_path / "p.audit"
+    record = json.loads(entries(out)[MANIFEST])["audit"]
+    assert f"audit: memorisation {record['verdicts']['memorisation']}, membership {record['verdicts']['membership']}" in printed
+    assert "fail" not in (record["verdicts"]["memorisation"], record["verdicts"]["membership"])
+    assert record["decision"] == "pass" and record["accepted_risk"] is None and record["summary"]["samples"] == 60
+    assert record["verdicts"] == json.loads((audit_dir / "audit.json").read_text())["verdicts"]
+    assert "## Privacy and quality audit" in entries(out)["docs/README.md"].decode()
+    report = verify_bundle(out, trusted_keys=[keys["sender_pub"]])
+    assert report.passed() and check_status(report, "audit") == OK
+    detail = next(c.detail for c in report.checks if c.name == "audit")
+    assert f"memorisation {record['verdicts']['memorisation']}" in detail and "membership" in detail and "60 samples" in detail
+    # medigan-export: privacy_preservation from the audit, empty without it
+    parser = argparse.ArgumentParser(prog="mammoshare")
+    add_medigan_export_parser(parser.add_subparsers(dest="command", required=True))
+    run = lambda *a: parser.parse_args([str(x) for x in a]).func(parser.parse_args([str(x) for x in a]))  # noqa: E731
+    assert run("medigan-export", bundle, "--out", tmp_path / "m1", "--audit", audit_dir) == 0
+    entry = next(iter(json.loads((tmp_path / "m1" / "global.json").read_text()).values()))
+    text = entry["selection"]["privacy_preservation"]
+    assert f"Memorisation: {record['verdicts']['memorisation']}" in text and "60 samples" in text and "not a formal guarantee" in text
+    capsys.readouterr()
+    assert run("medigan-export", bundle, "--out", tmp_path / "m2") == 0
+    assert "privacy_preservation: left empty" in capsys.readouterr().out
+    assert next(iter(json.loads((tmp_path / "m2" / "global.json").read_text()).values()))["selection"]["privacy_preservation"] is None
+    other = _copycat_audit(phantom_real, tmp_path / "other", bundle / "models" / "snapshots" / SNAPSHOTS[0])
+    assert run("medigan-export", bundle, "--out", tmp_path / "m3", "--audit", other) == 2
+    assert "other generator weights" in capsys.readouterr().err
 
 
 def test_verify_folder(tmp_path, archive, keys):
@@ -635,7 +743,7 @@ def test_leaky_relu_and_clip01_generator(tmp_path):
     from monai.bundle import run
 
     bundle = make_bundle(tmp_path / "src", leaky_slope=0.2, decoding="clip01")
-    result = pack_bundle(bundle, tmp_path / "leaky.zip")
+    result = pack_bundle(bundle, tmp_path / "leaky.zip", no_audit=True)
     files = entries(result.path)
     spec = json.loads(files["configs/generator.json"])
     assert spec["output_decoding"] == "clip01" and spec["parameters"]["activation"] == "leaky_relu" and spec["parameters"]["leaky_slope"] == 0.2
@@ -659,7 +767,7 @@ def test_leaky_relu_and_clip01_generator(tmp_path):
 _PACK_SCRIPT = """
 import sys
 from mammoshare.exchange.archive import pack_bundle
-pack_bundle(sys.argv[1], sys.argv[2])
+pack_bundle(sys.argv[1], sys.argv[2], no_audit=True)
 """
 
 
@@ -702,7 +810,7 @@ def test_a_killed_pack_leaves_no_torn_archive(tmp_path):
             break
     assert killed_with_partial >= 1, "no kill hit a pack in progress"
     assert not out.exists()
-    result = pack_bundle(bundle, out)  # the next run removes the stale partials and packs
+    result = pack_bundle(bundle, out, no_audit=True)  # the next run removes the stale partials and packs
     assert not list(out.parent.glob(".*.partial"))
     assert verify_bundle(result.path, allow_unsigned=True).passed()
 

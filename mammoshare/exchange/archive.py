@@ -13,7 +13,8 @@ The archive (``mammoshare pack BUNDLE_DIR --out FILE.zip``) holds ONLY data, at 
 ``models/snapshots/*.safetensors``    optional generator snapshots
 ``docs/README.md``, ``LICENSE``       the model card and the licence
 ``manifest.json``                     every other file's SHA-256 and size, the bundle's name and
-                                      version, and the optional ``audit`` summary
+                                      version, and the ``audit`` record (the gate's decision and the
+                                      audit summary, or ``not audited``)
 ``model.sig``                         optional: the OpenSSF model-signing signature (Ed25519, DSSE,
                                       in-toto) over every file, the manifest included
 ====================================  ==========================================================
@@ -33,6 +34,14 @@ value, or safetensors header of the archive (ids are matched after Unicode NFKC 
 with zero-width and other invisible characters removed, case-folded, ``_ - . / \\`` treated as
 one separator, as a whole token: ``<fileid>_<patientid>_MG_R_CC_ANON``, ``patient_<id>``,
 ``epoch_<id>.pt`` are found, ``<id>0`` is not).
+
+The audit gate: ``pack`` needs the generator's privacy audit (:mod:`mammoshare.audit`), a finished
+one (``--audit DIR``) or one it runs (``--audit-train`` / ``--audit-holdout``), of these very weights
+(the audited weights' SHA-256 must be the packed source file's). A memorisation or membership
+verdict ``fail`` refuses the generator unless ``--accept-risk "reason"`` is given; the gate's record
+(decision, verdicts, accepted risk, audit summary) goes into the signed manifest and the audit's
+section is appended to the packed model card. ``--no-audit`` packs without one, recorded as
+``not audited`` in the manifest and the model card for the receiver to see.
 
 Determinism: entries sorted by name, stored uncompressed, timestamp 1980-01-01, mode 0644, no
 folder entries: the same bundle packs to the same bytes (unsigned; a signature is deterministic
@@ -456,12 +465,19 @@ def pack_bundle(
     out: str | os.PathLike,
     train_datalist: str | os.PathLike | None = None,
     sign_key: str | os.PathLike | None = None,
-    audit: dict | None = None,
+    audit: dict | str | os.PathLike | None = None,
+    accept_risk: str | None = None,
+    no_audit: bool = False,
 ) -> PackResult:
     """Pack a generator bundle folder into a data-only exchange archive (see the module docstring).
 
     Args:
-        audit: an optional audit summary (a JSON object) recorded in the signed manifest.
+        audit: the generator's finished audit (the dict of :func:`mammoshare.audit.load_audit`, or
+            its folder / ``audit.json``); it must be of the packed weights and pass the gate.
+        accept_risk: the reason to share a generator whose memorisation or membership audit failed
+            (recorded in the signed manifest and the model card).
+        no_audit: pack without an audit, recorded as ``not audited``; one of ``audit`` and
+            ``no_audit`` is required.
 
     Raises:
         PackError: naming the file and the reason; nothing is written then.
@@ -485,6 +501,14 @@ def pack_bundle(
     remove_stale_partials(out)
     if out.exists():
         raise PackError(f"{out}: exists; an archive is never overwritten (remove it or choose another name)")
+    if (audit is None) == (not no_audit):
+        raise PackError(
+            "no audit given: pass the generator's audit (--audit DIR, or --audit-train DATALIST --audit-holdout DATALIST "
+            "to run it), or --no-audit to share it recorded as not audited" if audit is None
+            else "give either an audit or --no-audit, not both"
+        )
+    if audit is not None and not isinstance(audit, dict):
+        audit = _load_audit(audit)
     private_key = load_private_key(sign_key) if sign_key is not None else None
     patient_ids = datalist_patient_ids(train_datalist) if train_datalist is not None else None
     missing = [n for n in (METADATA, MODEL_CARD, LICENSE) if not (bundle / n).is_file()]
@@ -500,6 +524,7 @@ def pack_bundle(
             f"({sorted(changelog) if isinstance(changelog, dict) else 'no changelog'}); add a changelog entry for it"
         )
     model_path = _weights_file(bundle, bundle / "models" / "model")
+    audit_record = audit_gate(audit, accept_risk, _file_sha256(model_path)) if audit is not None else NOT_AUDITED
     state = _generator_tensors(model_path, f"models/{model_path.name}")
     try:
         if (bundle / GENERATOR).is_file():
@@ -567,12 +592,12 @@ def pack_bundle(
             METADATA: (json.dumps(packed_meta, indent=4, ensure_ascii=False) + "\n").encode("utf-8"),
             GENERATOR: spec.to_json(),
             INFERENCE: pinned_inference(spec, packed_meta.get("name"), version, hashes[MODEL][0]),
-            MODEL_CARD: (bundle / MODEL_CARD).read_bytes(),
+            MODEL_CARD: model_card_with_audit((bundle / MODEL_CARD).read_bytes(), audit, audit_record),
             LICENSE: (bundle / LICENSE).read_bytes(),
         }
         for name, data in texts.items():
             hashes[name] = (_sha256(data), len(data))
-        manifest = manifest_bytes(hashes, str(packed_meta.get("name", "")), version, audit)
+        manifest = manifest_bytes(hashes, str(packed_meta.get("name", "")), version, audit_record)
 
         if patient_ids is not None:
             scanned: dict[str, str] = {"(file names)": "\n".join(sorted(hashes) + [f"models/{model_path.name}"] + [f"models/snapshots/{p.name}" for p in snapshot_paths])}
@@ -612,6 +637,61 @@ def pack_bundle(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return PackResult(path=out, sha256=archive_sha256(out), files=sorted(entries), signed=private_key is not None, fingerprint=fingerprint)
+
+
+# --- the audit gate ----------------------------------------------------------------------------
+
+#: the manifest's audit record of a generator packed with ``--no-audit``
+NOT_AUDITED = {
+    "decision": "not audited",
+    "detail": "packed with --no-audit: no privacy audit of memorisation or membership inference was run on this generator",
+}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_audit(audit_dir) -> dict:
+    from mammoshare.audit import AuditError, load_audit
+
+    try:
+        return load_audit(audit_dir)
+    except AuditError as e:
+        raise PackError(str(e)) from None
+
+
+def audit_gate(audit: dict, accept_risk: str | None, weights_sha256: str) -> dict:
+    """The manifest's audit record: :func:`mammoshare.audit.gate` on the weights file to be packed
+    (``weights_sha256``, of the bundle's source file, which the audit sampled); raises
+    :class:`PackError` with the gate's reason when it refuses."""
+    from mammoshare.audit import AuditError, gate
+
+    try:
+        record = gate(audit, accept_risk=accept_risk, weights_sha256=weights_sha256)
+    except (AuditError, KeyError, TypeError) as e:
+        raise PackError(str(e) if isinstance(e, AuditError) else f"{audit.get('_path', 'the audit')}: incomplete audit ({e!r}); run the audit again") from None
+    return {**record, "audited_weights_sha256": weights_sha256}
+
+
+def model_card_with_audit(card: bytes, audit: dict | None, record: dict) -> bytes:
+    """The bundle's model card with the audit's section appended (or a "not audited" one), in
+    place of a section a previous pack appended."""
+    if audit is not None:
+        from mammoshare.audit import model_card_section
+
+        reason = (record.get("accepted_risk") or {}).get("reason")
+        section = model_card_section(audit, accepted_risk=reason)
+    else:
+        section = "## Privacy and quality audit\n\nNOT AUDITED: this generator was packed with `--no-audit`; nobody checked it for " \
+                  "memorisation of training patches or membership inference. Audit it before any use (`mammoshare audit`).\n"
+    # a repacked (received) bundle already ends with the section of its last pack: replace it
+    head, found, _ = card.rpartition(b"\n## Privacy and quality audit\n")
+    return (head if found else card).rstrip(b"\n") + b"\n\n" + section.encode("utf-8")
 
 
 # --- unpacking --------------------------------------------------------------------------------
@@ -741,12 +821,44 @@ def _export_torchscript(folder: Path, spec) -> str:
 # --- command line -----------------------------------------------------------------------------
 
 
+def _pack_audit(args: argparse.Namespace):
+    """The audit ``pack`` gates on: loaded (``--audit``), run here (``--audit-train`` /
+    ``--audit-holdout``), or None (``--no-audit``)."""
+    run = args.audit_train is not None or args.audit_holdout is not None
+    if sum((args.audit is not None, run, args.no_audit)) != 1:
+        raise PackError("give exactly one of --audit DIR (a finished audit), --audit-train DATALIST --audit-holdout DATALIST "
+                        "(run the audit now), or --no-audit (share it recorded as not audited)")
+    if args.audit is not None:
+        return _load_audit(args.audit)
+    if not run:
+        return None
+    if args.audit_train is None or args.audit_holdout is None:
+        raise PackError("--audit-train and --audit-holdout go together: the generator's training datalist and unseen patients' datalist")
+    if Path(args.out).exists():
+        raise PackError(f"{args.out}: exists; an archive is never overwritten (remove it or choose another name)")
+    from mammoshare.audit import run_or_load_audit
+
+    out = args.audit_out or Path(args.out).with_name(Path(args.out).stem + ".audit")
+    print(f"auditing {args.bundle_dir} ({args.audit_num_samples} samples, {args.audit_features} features) into {out}")
+    return run_or_load_audit(bundle_dir=args.bundle_dir, train=args.audit_train, holdout=args.audit_holdout, out=out,
+                             num_samples=args.audit_num_samples, features=args.audit_features, seed=args.audit_seed)
+
+
 def _cmd_pack(args: argparse.Namespace) -> int:
     try:
-        result = pack_bundle(args.bundle_dir, args.out, train_datalist=args.train_datalist, sign_key=args.sign)
+        audit = _pack_audit(args)
+        result = pack_bundle(args.bundle_dir, args.out, train_datalist=args.train_datalist, sign_key=args.sign,
+                             audit=audit, accept_risk=args.accept_risk, no_audit=args.no_audit)
     except (ExchangeError, SigningError, ValueError, OSError) as e:
         print(f"pack refused: {e}", file=sys.stderr)
         return 1
+    if audit is None:
+        print("WARNING: --no-audit: NOT AUDITED for memorisation or membership inference; recorded in the manifest and the model card")
+    else:
+        verdicts = ", ".join(f"{k} {v}" for k, v in audit["verdicts"].items())
+        print(f"audit: {verdicts}")
+        if args.accept_risk and any(audit["verdicts"][f] == "fail" for f in ("memorisation", "membership")):
+            print(f"WARNING: shared despite a failed privacy audit; accepted risk recorded in the signed manifest: {args.accept_risk.strip()}")
     for name in result.files:
         print(f"  {name}")
     print(f"wrote {result.path} ({len(result.files)} files)")
@@ -812,7 +924,8 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pack_parser(subparsers) -> argparse.ArgumentParser:
-    """``mammoshare pack BUNDLE_DIR --out FILE.zip [--train-datalist FILE] [--sign KEY]``."""
+    """``mammoshare pack BUNDLE_DIR --out FILE.zip (--audit DIR | --audit-train DL --audit-holdout DL | --no-audit)
+    [--accept-risk REASON] [--train-datalist FILE] [--sign KEY]``."""
     p = subparsers.add_parser(
         "pack",
         help="pack a generator bundle into a data-only, signed, verifiable exchange archive",
@@ -823,6 +936,19 @@ def add_pack_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="the archive to write (never overwritten)")
     p.add_argument("--train-datalist", dest="train_datalist", type=Path, help="the datalist the generator was trained on: refuse if any file holds one of its patient ids")
     p.add_argument("--sign", type=Path, help="Ed25519 private key (PEM, mammoshare keygen) that signs the archive")
+    g = p.add_argument_group("privacy audit (one of --audit, --audit-train/--audit-holdout, --no-audit is required)")
+    g.add_argument("--audit", type=Path, metavar="DIR", help="the generator's finished audit (mammoshare audit ... --out DIR)")
+    g.add_argument("--audit-train", dest="audit_train", type=Path, metavar="DATALIST", help="run the audit now: the generator's training datalist")
+    g.add_argument("--audit-holdout", dest="audit_holdout", type=Path, metavar="DATALIST", help="run the audit now: a datalist of patients the generator never saw")
+    g.add_argument("--audit-out", dest="audit_out", type=Path, metavar="DIR", help="where the audit run here goes (default: OUT without .zip, plus .audit)")
+    g.add_argument("--audit-num-samples", dest="audit_num_samples", type=int, default=2000, metavar="N", help="samples the audit draws (default 2000)")
+    g.add_argument("--audit-features", dest="audit_features", default="encoder", metavar="KIND",
+                   help="encoder (default), pixel, or a classifier checkpoint file (see mammoshare audit)")
+    g.add_argument("--audit-seed", dest="audit_seed", type=int, default=0, help="seed of the audit run here")
+    g.add_argument("--accept-risk", dest="accept_risk", metavar="REASON",
+                   help="share a generator whose memorisation or membership audit failed; the reason is recorded in the signed manifest")
+    g.add_argument("--no-audit", dest="no_audit", action="store_true",
+                   help="pack without an audit, recorded as NOT AUDITED in the manifest and the model card")
     p.set_defaults(func=_cmd_pack)
     return p
 

@@ -946,7 +946,8 @@ def _default_model_id(name: str, version: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", f"mammoshare_{name}_v{version}").strip("_")
 
 
-def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dict, latent_size: int, decoding: str) -> dict:
+def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dict, latent_size: int, decoding: str,
+                   privacy_preservation: str | None = None) -> dict:
     origin = meta.get("origin") or {}
     name, version = meta.get("name", model_id), meta.get("version", "")
     gan_type = "WGAN-GP" if "wgan" in name.lower() else "DCGAN"
@@ -986,7 +987,7 @@ def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dic
             "type": gan_type,
             "license": origin.get("licence", "see the package's LICENSE"),
             "dataset_type": "private",
-            "privacy_preservation": None,
+            "privacy_preservation": privacy_preservation,
             "tags": ["Mammography", "128x128", "mammoshare", "synthetic lesion patches"],
             "year": str(today.year),
         },
@@ -1010,12 +1011,30 @@ def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dic
     }
 
 
+def _privacy_preservation(audit, weights_file: Path) -> str:
+    """medigan's ``privacy_preservation`` text of an audit of ``weights_file`` (refused for an
+    audit of other weights)."""
+    from mammoshare.audit import AuditError, load_audit, privacy_preservation_text
+
+    try:
+        audit = audit if isinstance(audit, dict) else load_audit(audit)
+        digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+        audited = {w.get("sha256") for w in audit.get("generator", {}).get("weights", []) if isinstance(w, dict)}
+        if digest not in audited:
+            raise MediganPackageError(f"{audit.get('_path', 'the audit')}: an audit of other generator weights than {weights_file} "
+                                      f"({digest[:12]}); audit these weights (mammoshare audit) or pass their own audit")
+        return privacy_preservation_text(audit)
+    except AuditError as e:
+        raise MediganPackageError(str(e)) from None
+
+
 def export_medigan_package(
     bundle_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     model_id: str | None = None,
     *,
     checkpoint: str | os.PathLike | None = None,
+    audit: dict | str | os.PathLike | None = None,
 ) -> Path:
     """Write a generator bundle as a medigan model package; returns the package folder.
 
@@ -1044,6 +1063,9 @@ def export_medigan_package(
             as a module name). Default ``mammoshare_<name>_v<version>``.
         checkpoint: another weights file of the bundle (a snapshot, a published medigan file)
             instead of ``models/model.pt``.
+        audit: the generator's finished audit (:func:`mammoshare.audit.load_audit` dict or its
+            folder), of these very weights: fills medigan's ``privacy_preservation`` field with
+            :func:`mammoshare.audit.privacy_preservation_text`; without it the field stays empty.
     """
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     meta_path = bundle_dir / "configs" / "metadata.json"
@@ -1065,6 +1087,7 @@ def export_medigan_package(
         weights_file = weights_file.with_suffix(".safetensors")
     if not weights_file.is_file():
         raise MediganPackageError(f"{weights_file}: no generator weights to export (train or import the bundle first, or pass --checkpoint)")
+    privacy = _privacy_preservation(audit, weights_file) if audit is not None else None
     weights = load_generator_weights(weights_file)
     load_into(network, weights)
     config = parser.get()
@@ -1108,7 +1131,7 @@ def export_medigan_package(
             for path in sorted(package_dir.rglob("*")):
                 if path.is_file():
                     archive.write(path, f"{model_id}/{path.relative_to(package_dir).as_posix()}")
-        entries[model_id] = _medigan_entry(model_id, model_name, zip_path.absolute(), meta, latent_size, decoding)
+        entries[model_id] = _medigan_entry(model_id, model_name, zip_path.absolute(), meta, latent_size, decoding, privacy)
         tmp = config_path.with_name(config_path.name + ".part")
         tmp.write_text(json.dumps(entries, indent=4) + "\n")
         os.replace(tmp, config_path)
@@ -1168,17 +1191,21 @@ def add_medigan_import_parser(subparsers) -> argparse.ArgumentParser:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     try:
-        package = export_medigan_package(args.bundle, args.out, args.model_id, checkpoint=args.checkpoint)
+        package = export_medigan_package(args.bundle, args.out, args.model_id, checkpoint=args.checkpoint, audit=args.audit)
     except (MediganPackageError, WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"medigan package: {package} (zip {package.with_suffix('.zip')})")
+    if args.audit is None:
+        print("privacy_preservation: left empty (no --audit DIR given; medigan users see no privacy information)")
+    else:
+        print(f"privacy_preservation: filled from the audit {args.audit}")
     print(f"global.json entry: {package.parent / 'global.json'}; merge it into config/global.json of medigan's working directory")
     return 0
 
 
 def add_medigan_export_parser(subparsers) -> argparse.ArgumentParser:
-    """``mammoshare medigan-export BUNDLE_DIR --out DIR [--model-id ID] [--checkpoint FILE]``."""
+    """``mammoshare medigan-export BUNDLE_DIR --out DIR [--model-id ID] [--checkpoint FILE] [--audit DIR]``."""
     p = subparsers.add_parser(
         "medigan-export",
         help="write a generator bundle as a medigan model package (+ its global.json entry)",
@@ -1192,5 +1219,7 @@ def add_medigan_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--model-id", "--model_id", dest="model_id", metavar="ID", help="default mammoshare_<name>_v<version>")
     p.add_argument("--checkpoint", type=Path, help="weights to export instead of the bundle's models/model.pt")
+    p.add_argument("--audit", type=Path, metavar="DIR",
+                   help="the finished audit of these weights (mammoshare audit): fills medigan's privacy_preservation field")
     p.set_defaults(func=_cmd_export)
     return p

@@ -1,7 +1,7 @@
 """The receiver's checks of a data-only generator archive (or an unpacked bundle folder).
 
 ``mammoshare verify FILE.zip|DIR [--trusted-key PUB ...] [--allow-unsigned] [--expect-sha256 HASH]
-[--schema FILE] [--train-datalist FILE]`` reports every check as OK, FAIL or SKIPPED with its
+[--schema FILE] [--train-datalist FILE]`` reports every check as OK, WARN, FAIL or SKIPPED with its
 reason, naming the file, and exits 0 only when none failed:
 
 ======================  ==========================================================================
@@ -27,7 +27,9 @@ reason, naming the file, and exits 0 only when none failed:
                         the family's, dtype allow-list; loaded strictly into the receiver's own
                         network, run once, released before the next
 ``patient ids``         with ``--train-datalist`` (the sender's own check): no patient id anywhere
-``audit``               the manifest's audit summary, shown when present
+``audit``               the sender's audit gate record: the four verdicts (memorisation, membership,
+                        diversity, fidelity) and sizes; WARN when shared under an accepted risk
+                        or ``--no-audit``, FAIL for a failed privacy verdict without one
 ======================  ==========================================================================
 
 Verification reads the archive in memory, one file at a time, within the limits; it never extracts,
@@ -87,7 +89,7 @@ __all__ = [
     "CONFIG_CHECK",
 ]
 
-OK, FAIL, SKIPPED = "OK", "FAIL", "SKIPPED"
+OK, WARN, FAIL, SKIPPED = "OK", "WARN", "FAIL", "SKIPPED"
 #: the check that ``--trust`` may waive
 CONFIG_CHECK = "inference config"
 #: MONAI's required metadata keys (the ``required`` list of its schema), for when no schema file is at hand
@@ -234,7 +236,9 @@ class VerifyReport:
             lines.append(f"  {c.status:<7} {c.name:<{width}}  {c.detail}")
         verdict = "PASSED" if self.passed() else "REFUSED"
         lines.append(f"{verdict}: {sum(c.status == OK for c in self.checks)} OK, {sum(c.status == FAIL for c in self.checks)} FAIL, "
-                     f"{sum(c.status == SKIPPED for c in self.checks)} SKIPPED; signature: {self.signature_status}")
+                     f"{sum(c.status == SKIPPED for c in self.checks)} SKIPPED"
+                     + (f", {sum(c.status == WARN for c in self.checks)} WARN" if any(c.status == WARN for c in self.checks) else "")
+                     + f"; signature: {self.signature_status}")
         return "\n".join(lines)
 
 
@@ -469,11 +473,40 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
         hits = find_patient_ids(scanned, ids)
         report.add("patient ids", FAIL if hits else OK, "; ".join(hits[:8]) if hits else f"no patient id of {Path(train_datalist).name} in any file")
 
-    if report.audit is not None:
-        shown = ", ".join(f"{k}: {json.dumps(v)[:60]}" for k, v in sorted(report.audit.items())[:8])
-        report.add("audit", OK, f"audit summary in the signed manifest: {shown}")
+    _check_audit(report)
+
+
+#: the audit families whose ``fail`` the sender's gate refuses unless a risk is accepted
+_GATED = ("memorisation", "membership")
+
+
+def _check_audit(report: VerifyReport) -> None:
+    """The sender's audit record, shown plainly: the decision, the four verdicts, any accepted risk.
+    A failed privacy family without an accepted risk (not something ``pack`` writes) is refused."""
+    record = report.audit
+    if record is None:
+        report.add("audit", SKIPPED, "no audit record in the manifest (packed before the audit gate): nothing is known of memorisation or membership inference")
+        return
+    decision = record.get("decision")
+    if decision == "not audited":
+        report.add("audit", WARN, "NOT AUDITED: the sender packed it with --no-audit; nothing is known of memorisation or membership inference")
+        return
+    verdicts = record.get("verdicts") if isinstance(record.get("verdicts"), dict) else {}
+    shown = ", ".join(f"{k} {str(v)[:12]}" for k, v in verdicts.items()) or "no verdicts"
+    summary = record.get("summary") if isinstance(record.get("summary"), dict) else {}
+    sizes = (f" ({summary.get('samples')} samples vs {summary.get('train_patches')} training / {summary.get('holdout_patches')} holdout "
+             f"patches, {summary.get('features')} features)") if summary else ""
+    failed = [f for f in _GATED if verdicts.get(f) == "fail"]
+    risk = record.get("accepted_risk") if isinstance(record.get("accepted_risk"), dict) else None
+    if decision not in ("pass", "accepted-risk") or any(verdicts.get(f) not in ("pass", "warn", "fail") for f in _GATED):
+        report.add("audit", FAIL, f"the manifest's audit record is not one the gate writes (decision {str(decision)[:20]!r}; {shown})")
+    elif failed and not (risk and str(risk.get("reason", "")).strip()):
+        report.add("audit", FAIL, f"the privacy audit failed ({', '.join(failed)}) and no risk was accepted: {shown}")
+    elif failed:
+        report.add("audit", WARN, f"FAILED privacy audit ({', '.join(failed)}), shared under the sender's accepted risk: "
+                   f"{str(risk.get('reason'))[:300]!r}; {shown}{sizes}")
     else:
-        report.add("audit", SKIPPED, "no audit summary in the manifest")
+        report.add("audit", OK, f"{shown}{sizes}")
 
 
 def _check_signature(report: VerifyReport, src, names: set, texts: dict, trusted_keys: list, allow_unsigned: bool, actual: dict) -> None:
