@@ -223,7 +223,7 @@ class DCGANFamily(GeneratorFamily):
 
     name = "dcgan"
     template = "dcgan_inference.json"
-    template_sha256 = "d85d39234e017f2424b8b6f19830269707937112dc59637ef486de03370edc8d"
+    template_sha256 = "a64ec8e3177e7c3933e1a4a0436aa11852a69f5b20e8a72251f33c88d9012bda"
     KEYS = frozenset({"latent_size", "widths", "out_channels", "activation", "leaky_slope", "conv_bias"})
     _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
