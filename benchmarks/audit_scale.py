@@ -3,7 +3,7 @@ training and 5,000 holdout patches, on the CPU. Prints wall time per stage and p
 
     python benchmarks/audit_scale.py                 # 10,000 vs 5,000 + 5,000 (minutes)
     python benchmarks/audit_scale.py --quick         # 2,000 vs 1,000 + 1,000
-    python benchmarks/audit_scale.py --features pixel --out /tmp/audit_bench
+    python benchmarks/audit_scale.py --features pixel --out audit_bench
 
 The data and the measurement are :func:`mammoshare.audit.benchmarking.audit_at_scale` (also the whole
 audit of ``python benchmarks/run.py --only audit``). Nothing is downloaded.
