@@ -274,13 +274,17 @@ def test_a_briefly_trained_generator_passes_memorisation_per_snapshot_through_th
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     bundle_run(config_file=str(bundle / "configs" / "train.json"), logging_file=False, ngf=4, ndf=4, batch_size=4,
                device="cpu", num_workers=0, datalist=str(real["datalist"]), output_dir=str(bundle / "models"),
-               task="all", max_epochs=2, snapshot_start=1, snapshot_every=1, preview_every=100)
+               task="all", subsets=["training"], max_epochs=2, snapshot_start=1, snapshot_every=1, preview_every=100)
     out = tmp_path / "audit"
     code = main(["audit", str(bundle), "--train", str(real["datalist"]), "--holdout", str(real["datalist"]), "--out", str(out),
                  "--num_samples", "120", "--features", "pixel", "--seed", "0", "--snapshot_dir", str(bundle / "models" / "snapshots")])
     assert code == 0
     result = load_audit(out)
-    assert result["verdicts"]["memorisation"] == "pass"
+    # no copies: the copy and distance-ratio tests pass; a 2-epoch GAN's near-mean blobs may draw a
+    # feature-space authenticity warning, which the gate lets through
+    assert result["verdicts"]["memorisation"] in ("pass", "warn")
+    figures = result["families"]["memorisation"]["figures"]
+    assert figures["copy_rate_pixel"]["verdict"] == figures["low_distance_ratio_rate_pixel"]["verdict"] == "pass"
     assert result["data"]["synthetic"]["sampled_by_audit"] and result["data"]["train"]["labels"] == "lesion"
     assert [s["snapshot"] for s in result["families"]["diversity"]["per_snapshot"]] == ["epoch_0001.pt", "epoch_0002.pt"]
     assert (out / "snapshots.png").is_file() and len(list((out / "synthetic").glob("*.png"))) == 120

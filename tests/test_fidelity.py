@@ -16,7 +16,7 @@ from mammoshare.classifier.data import synthetic_source_records
 from mammoshare.classifier.model import KEEP_KEYS, training_transforms
 from mammoshare.data import patch_dataset
 from mammoshare.datalist import DatalistError, datalist_records, make_record, write_datalist
-from mammoshare.gan.inference import _png_info, _Source, encode_patch_pixels, write_patch_png
+from mammoshare.gan.inference import SyntheticPatchWriter
 from mammoshare.phantom.dicom import write_mg_dicom
 from mammoshare.readers import build_datalist
 from transforms import LoadCanonicalPatchd, read_mammogram, read_patch
@@ -67,17 +67,9 @@ def test_patch_files_are_decoded_by_their_encoding_never_stretched(tmp_path):
 def _write_as_synthetic(real: list[torch.Tensor], out: Path) -> Path:
     """Real canonical patches -> 8-bit PNG files with provenance chunks and a synthetic datalist,
     through the functions that generator inference writes its patches with."""
-    out.mkdir(parents=True)
-    source = _Source(Path("parity.pt"), len(real), sha256="0" * 64, layout="ours", decoding="clip01")
-    pixels = encode_patch_pixels(torch.stack(real))
-    records = []
-    for i, array in enumerate(pixels):
-        path = out / f"synthetic_{i:05d}.png"
-        write_patch_png(path, array, _png_info("parity", "0.0.0", source, 0, i, "mass"))
-        records.append(make_record(path, "synthetic:parity", 1, None, "parity", ["mass"], image_type="patch", index=i))
-    data = {"dataset": "synthetic", "task": "mass", "phantom": True, "seed": 0,
-            "generator": {"name": "parity"}, "training": records, "validation": [], "test": []}
-    return write_datalist(data, out / "synthetic_datalist.json")
+    with SyntheticPatchWriter(out, len(real), generator_name="parity", generator_version="0.0.0", task="mass", seed=0) as writer:
+        writer.add(torch.stack(real), weights_file="parity.pt", weights_sha256="0" * 64, lesion_types=["mass"])
+        return writer.finish(phantom=True, generator={"name": "parity"})
 
 
 def test_parity_real_canonical_patches_survive_the_synthetic_png_path(inbreast_mass, tmp_path):

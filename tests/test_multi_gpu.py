@@ -43,7 +43,7 @@ def datalists(phantom_root, tmp_path_factory):
 
 def test_dcgan_trains_checkpoints_and_resumes_on_two_processes(datalists, tmp_path):
     out = tmp_path / "run"
-    common = ["--datalist", str(datalists["bcdr"]), "--output_dir", str(out), *TINY_GAN]
+    common = ["--datalist", str(datalists["bcdr"]), "--subsets", "['training']", "--output_dir", str(out), *TINY_GAN]
     log = _torchrun("dcgan_bcdr", tmp_path, *common, "--max_epochs", "1")
     assert "process 0 of 2 (gloo backend) on cpu" in log and "process 1 of 2 (gloo backend) on cpu" in log
     state = torch.load(out / "last.pt", weights_only=True)
