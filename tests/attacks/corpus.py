@@ -175,7 +175,7 @@ def duplicate_entry(ctx):
 ZIP_SLIPS = {
     "parent": "../evil.txt",
     "backslash_parent": "..\\evil.txt",
-    "absolute": "/tmp/evil.txt",
+    "absolute": "/etc/evil.txt",
     "drive_letter": "C:/evil.txt",
     "drive_backslash": "C:\\evil.txt",
     "nested_parent": "configs/../../evil.txt",
