@@ -53,6 +53,8 @@ TASKS = ("all", "mass")
 LESION_TYPES = ("mass", "calcification", "distortion", "asymmetry", "adenopathy", "other")
 #: the file a phantom dataset root carries; readers mark datalists built from it ``"phantom": true``
 PHANTOM_MARKER = "PHANTOM_README.txt"
+# The file name of the datalist that every generator's inference writes beside its PNGs.
+SYNTHETIC_DATALIST = "synthetic_datalist.json"
 _SUBSET_ALIASES = {
     "training": "training", "train": "training",
     "validation": "validation", "val": "validation", "valid": "validation",

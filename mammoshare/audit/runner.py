@@ -5,7 +5,6 @@ the PNG sheets."""
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..hashing import sha256_file
 from . import metrics as M
 from .data import (
     AuditInputError,
@@ -38,14 +38,6 @@ COPY_QUANTILE = 0.01  # "closer than the 1st percentile of holdout-to-train dist
 MSSSIM_PAIRS = 500
 CLUSTER_POINTS = 1000
 WORST_PAIRS = 16
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_out(out: Path) -> None:
@@ -92,7 +84,7 @@ def _features(kind: str, real: np.ndarray, synthetic: np.ndarray, seed: int, cac
     desc = {
         "kind": "classifier",
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "description": f"{name} of the classifier checkpoint {path.name}, averaged over the four flips",
         "justification": "a classifier trained on the same centre's data knows what distinguishes its patches; its "
         "training patients may be mapped more tightly than holdout ones, which can inflate membership figures",
@@ -455,7 +447,7 @@ def run_audit(
         extract = inception_features(inception)
         pick = np.sort(rngs[3].choice(n_s, min(n_s, n_h), replace=False))
         inception_feats = (extract(syn.patches[pick]), extract(train_set.patches), extract(holdout_set.patches))
-        feature_desc["inception"] = {"file": Path(inception).name, "sha256": _sha256(Path(inception))}
+        feature_desc["inception"] = {"file": Path(inception).name, "sha256": sha256_file(Path(inception))}
     fid_figures, _ = _fidelity(feat_syn, feat_real[:n_t], feat_real[n_t:], policy, rngs[4], inception_feats)
     fidelity = family(fid_figures)
     timer.lap("fidelity")
@@ -484,7 +476,7 @@ def run_audit(
     timer.lap("sheets")
 
     def source(path, subsets, patch_set: PatchSet):
-        return {"datalist": Path(path).name, "sha256": _sha256(Path(path)), "subsets": list(subsets), "labels": labels,
+        return {"datalist": Path(path).name, "sha256": sha256_file(Path(path)), "subsets": list(subsets), "labels": labels,
                 "patches": len(patch_set), "patients": len(set(patch_set.patient_ids)), "skipped": len(patch_set.skipped)}
 
     audit = {
@@ -493,7 +485,7 @@ def run_audit(
         "seed": int(seed),
         "generator": generator_info,
         "data": {
-            "synthetic": {"datalist": Path(synthetic).name, "sha256": _sha256(Path(synthetic)), "patches": n_s,
+            "synthetic": {"datalist": Path(synthetic).name, "sha256": sha256_file(Path(synthetic)), "patches": n_s,
                           "skipped": len(syn.skipped), "sampled_by_audit": bundle_dir is not None},
             "train": source(train, train_subsets, train_set),
             "holdout": source(holdout, holdout_subsets, holdout_set),
