@@ -3,11 +3,12 @@ except :func:`run_audit`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from ..hashing import sha256_bytes
+from .errors import AuditError, AuditGateError
 from .verdicts import FAMILIES, GATED_FAMILIES, VERDICTS
 
 __all__ = [
@@ -33,18 +34,6 @@ HEADLINE_FIGURES = {
     "diversity": ("msssim_synthetic_pairs", "cluster_ratio"),
     "fidelity": ("frechet_distance", "precision", "recall", "coverage"),
 }
-
-
-class AuditError(ValueError):
-    """An audit that cannot be used (missing, unreadable, of another generator); names the file and the fix."""
-
-
-class AuditGateError(AuditError):
-    """The gate refuses a generator: memorisation or membership failed and no risk was accepted."""
-
-    def __init__(self, message: str, failed: list[str]):
-        super().__init__(message)
-        self.failed = failed
 
 
 def run_audit(**kwargs) -> dict:
@@ -78,7 +67,7 @@ def load_audit(audit_dir: str | os.PathLike) -> dict:
     if bad:
         raise AuditError(f"{path}: no valid verdict for {bad}; run the audit again")
     audit["_path"] = str(path)
-    audit["_sha256"] = hashlib.sha256(raw).hexdigest()
+    audit["_sha256"] = sha256_bytes(raw)
     return audit
 
 

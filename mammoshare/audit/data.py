@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datalist import SUBSETS, DatalistError, load_datalist
-from .api import AuditError
+from .errors import AuditError
 
 __all__ = ["PatchSet", "LABEL_CHOICES", "load_real_set", "load_synthetic_set", "sample_bundle", "AuditInputError"]
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hashing import sha256_text
+
 __all__ = [
     "FEATURE_KINDS",
     "AuditEncoder",
@@ -172,7 +174,7 @@ def obtain_encoder(patches: np.ndarray, seed: int, settings: EncoderSettings | N
     settings = settings or EncoderSettings()
     key_text = json.dumps({"data": _array_digest(patches), "settings": settings, "seed": int(seed),
                            "version": ENCODER_VERSION, "torch": torch.__version__.split("+")[0]}, sort_keys=True)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+    key = sha256_text(key_text)[:32]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache / f"encoder_{key}.pt"
     encoder = AuditEncoder()
