@@ -280,9 +280,8 @@ def test_a_briefly_trained_generator_passes_memorisation_per_snapshot_through_th
                  "--num_samples", "120", "--features", "pixel", "--seed", "0", "--snapshot_dir", str(bundle / "models" / "snapshots")])
     assert code == 0
     result = load_audit(out)
-    # no copies: the copy and distance-ratio tests pass; a 2-epoch GAN's near-mean blobs may draw a
-    # feature-space authenticity warning, which the gate lets through
-    assert result["verdicts"]["memorisation"] in ("pass", "warn")
+    # no copies: a 2-epoch GAN's near-mean blobs are as close to unseen patients as to training ones
+    assert result["verdicts"]["memorisation"] == "pass"
     figures = result["families"]["memorisation"]["figures"]
     assert figures["copy_rate_pixel"]["verdict"] == figures["low_distance_ratio_rate_pixel"]["verdict"] == "pass"
     assert result["data"]["synthetic"]["sampled_by_audit"] and result["data"]["train"]["labels"] == "lesion"
