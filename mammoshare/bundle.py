@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
-__all__ = ["bundle_root", "SCHEMA_FILE"]
+__all__ = ["bundle_root", "SCHEMA_FILE", "one_line_errors", "project_error"]
+
+#: set to 1 to print the full traceback of a failed bundle run instead of one line
+DEBUG_VARIABLE = "MAMMOSHARE_DEBUG"
+_PROJECT_DIRS = tuple(str(Path(__file__).resolve().parent.parent / name) for name in ("mammoshare", "transforms"))
 
 #: MONAI's bundle metadata schema, shipped so that validation never needs a download
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
@@ -44,3 +51,57 @@ def bundle_root() -> str:
             first = value.strip("[]'\" ").split(",")[0].strip("'\" ")
             return str(_root_of(Path(first).parent))
     return os.getcwd()
+
+
+def _raised_in_project(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and str(Path(last.tb_frame.f_code.co_filename).resolve()).startswith(_PROJECT_DIRS)
+
+
+def project_error(exc: BaseException) -> BaseException | None:
+    """The project's own error inside an exception chain (MONAI wraps it as ``Failed to evaluate
+    ConfigExpression``, once per nested reference), or None when the failure is not ours."""
+    found, seen = None, set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__.split(".")[0] in ("mammoshare", "transforms") or _raised_in_project(exc):
+            found = exc
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def _error_log(text: str) -> Path:
+    folder = Path(tempfile.gettempdir()) / "mammoshare-errors"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def one_line_errors() -> bool:
+    """Make a failing bundle run end with the project's own error message, not a MONAI traceback.
+
+    Put ``"$mammoshare.bundle.one_line_errors()"`` first in a config's ``initialize``. Errors that
+    are not the project's (and every error with ``MAMMOSHARE_DEBUG=1``) keep Python's traceback;
+    otherwise the full traceback goes to a log file that the first printed line names.
+    Returns True (a config expression needs a value).
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_mammoshare", False):
+        return True
+
+    def hook(kind, value, tb):
+        cause = project_error(value)
+        if cause is None or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            return previous(kind, value, tb)
+        log = _error_log("".join(traceback.format_exception(kind, value, tb)))
+        print(f"(full traceback: {log}; {DEBUG_VARIABLE}=1 prints it)", file=sys.stderr)
+        print(f"error: {cause}", file=sys.stderr)
+
+    hook._mammoshare = True
+    sys.excepthook = hook
+    return True
