@@ -10,7 +10,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-__all__ = ["bundle_root", "SCHEMA_FILE", "one_line_errors", "project_error"]
+__all__ = ["bundle_root", "SCHEMA_FILE", "one_line_errors", "project_error", "flag", "FlagError"]
 
 #: set to 1 to print the full traceback of a failed bundle run instead of one line
 DEBUG_VARIABLE = "MAMMOSHARE_DEBUG"
@@ -18,6 +18,29 @@ _PROJECT_DIRS = tuple(str(Path(__file__).resolve().parent.parent / name) for nam
 
 #: MONAI's bundle metadata schema, shipped so that validation never needs a download
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
+
+
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+class FlagError(ValueError):
+    """A boolean option given a value that is not True/False/true/false/1/0."""
+
+
+def flag(value, name: str) -> bool:
+    """A boolean option as the command line gives it -> bool, strictly.
+
+    ``python -m monai.bundle run`` passes ``--resume False`` as False but ``--resume false`` as the
+    string "false", which ``bool()`` reads as True. Accepts bools, 0/1 and the strings
+    True/False/true/false/1/0; anything else is a :class:`FlagError` naming the option.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise FlagError(f"--{name} {value!r}: give True or False (also true/false/1/0)")
 
 
 def _root_of(config_root: Path) -> Path:

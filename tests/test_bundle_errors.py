@@ -57,3 +57,19 @@ def test_a_failing_bundle_run_ends_with_one_line(tmp_path, debug):
     assert sum(str(missing) in line for line in lines if line.startswith("error: ")) == 1
     log = Path(lines[-2].split("full traceback: ", 1)[1].split(";", 1)[0])
     assert "Traceback" in log.read_text()
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("True", True), ("false", False),
+                                             ("FALSE", False), ("true", True), (1, True), (0, False), ("1", True), ("0", False)])
+def test_flags_parse_strictly(value, expected):
+    from mammoshare.bundle import flag
+
+    assert flag(value, "resume") is expected
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "", None, 2, "fasle", 0.5])
+def test_a_flag_that_is_not_a_boolean_is_an_error_naming_the_option(value):
+    from mammoshare.bundle import FlagError, flag
+
+    with pytest.raises(FlagError, match="--resume"):
+        flag(value, "resume")
