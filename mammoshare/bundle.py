@@ -10,7 +10,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-__all__ = ["bundle_root", "SCHEMA_FILE", "one_line_errors", "project_error", "flag", "FlagError"]
+__all__ = ["bundle_root", "SCHEMA_FILE", "one_line_errors", "project_error", "flag", "FlagError", "claim_output_dir", "OutputDirError", "RUN_OUTPUTS"]
 
 #: set to 1 to print the full traceback of a failed bundle run instead of one line
 DEBUG_VARIABLE = "MAMMOSHARE_DEBUG"
@@ -41,6 +41,45 @@ def flag(value, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise FlagError(f"--{name} {value!r}: give True or False (also true/false/1/0)")
+
+
+#: what a training run leaves in its output folder; their presence means the folder holds a run
+RUN_OUTPUTS = ("model.pt", "last.pt", "model_final.pt", "tensorboard", "snapshots", "previews")
+
+
+class OutputDirError(FileExistsError):
+    """An output folder that holds another run, given without --resume or --overwrite."""
+
+
+def _holds(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def claim_output_dir(output_dir: str | os.PathLike, resume=False, overwrite=False) -> str:
+    """Make ``output_dir`` this run's: refuse a folder that holds another run (see
+    :data:`RUN_OUTPUTS`) unless resuming, or clear those outputs with ``overwrite``.
+
+    Returns the folder as a normalised absolute path (what the logs print). A config calls it in
+    ``initialize``; files other than :data:`RUN_OUTPUTS` (datalists, phantoms) are never touched.
+    """
+    resume, overwrite = flag(resume, "resume"), flag(overwrite, "overwrite")
+    if resume and overwrite:
+        raise OutputDirError("--resume True and --overwrite True contradict each other: give one of them")
+    folder = Path(os.path.abspath(os.path.expanduser(output_dir)))
+    found = [name for name in RUN_OUTPUTS if _holds(folder / name)]
+    if found and not resume:
+        if not overwrite:
+            raise OutputDirError(
+                f"{folder} holds another run ({', '.join(found)}): give --resume True to continue it, "
+                "--overwrite True to replace it, or another --output_dir"
+            )
+        import shutil
+
+        for name in found:
+            target = folder / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
 
 
 def _root_of(config_root: Path) -> Path:
