@@ -135,9 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_grid)
 
     # sharing generators between centres, and the study (their own modules import torch lazily)
-    from .exchange.archive import add_keygen_parser, add_pack_parser, add_unpack_parser
-    from .exchange.medigan_bridge import add_medigan_export_parser, add_medigan_import_parser
-    from .exchange.verify import add_verify_parser
+    from .exchange.cli import (
+        add_keygen_parser,
+        add_medigan_export_parser,
+        add_medigan_import_parser,
+        add_pack_parser,
+        add_unpack_parser,
+        add_verify_parser,
+    )
 
     for add in (add_pack_parser, add_verify_parser, add_unpack_parser, add_keygen_parser,
                 add_medigan_import_parser, add_medigan_export_parser):

@@ -19,22 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mammoshare.exchange.archive import (
-    MANIFEST,
-    SIGNATURE,
-    PackError,
-    UnpackError,
-    add_keygen_parser,
-    add_pack_parser,
-    add_unpack_parser,
-    archive_sha256,
-    find_patient_ids,
-    manifest_bytes,
-    pack_bundle,
-    unpack_bundle,
-)
+from mammoshare.exchange.cli import add_keygen_parser, add_pack_parser, add_unpack_parser, add_verify_parser
+from mammoshare.exchange.layout import MANIFEST, SIGNATURE, PackError, UnpackError, manifest_bytes
+from mammoshare.exchange.pack import pack_bundle
+from mammoshare.exchange.policy import find_patient_ids
 from mammoshare.exchange.signing import generate_signing_key, sign_files
-from mammoshare.exchange.verify import FAIL, OK, SKIPPED, add_verify_parser, verify_bundle
+from mammoshare.exchange.unpack import unpack_bundle
+from mammoshare.exchange.verify import FAIL, OK, SKIPPED, verify_bundle
+from mammoshare.hashing import sha256_file as archive_sha256
 from mammoshare.gan.inference import generate_synthetic_patches
 from mammoshare.networks import DCGANDiscriminator, DCGANGenerator
 
@@ -604,7 +596,7 @@ def test_a_failed_audit_refuses_pack_unless_the_risk_is_accepted(tmp_path, bundl
 
 
 def test_pack_runs_a_passing_audit_and_verify_and_medigan_show_it(tmp_path, bundle, keys, phantom_real, capsys):
-    from mammoshare.exchange.medigan_bridge import add_medigan_export_parser
+    from mammoshare.exchange.cli import add_medigan_export_parser
 
     out = tmp_path / "p.zip"
     args = ["--audit-train", phantom_real["datalist"], "--audit-holdout", phantom_real["datalist"], "--audit-num-samples", "60",
@@ -766,7 +758,7 @@ def test_leaky_relu_and_clip01_generator(tmp_path):
 
 _PACK_SCRIPT = """
 import sys
-from mammoshare.exchange.archive import pack_bundle
+from mammoshare.exchange.pack import pack_bundle
 pack_bundle(sys.argv[1], sys.argv[2], no_audit=True)
 """
 

@@ -27,16 +27,11 @@ from PIL import Image
 from torch import nn
 
 from mammoshare.bundle import SCHEMA_FILE
-from mammoshare.exchange import medigan_bridge as bridge
-from mammoshare.exchange.medigan_bridge import (
-    OFFLINE_ENV,
-    MediganPackageError,
-    add_medigan_export_parser,
-    add_medigan_import_parser,
-    export_medigan_package,
-    import_medigan_package,
-    normalise_model_id,
-)
+from mammoshare.exchange.cli import add_medigan_export_parser, add_medigan_import_parser
+from mammoshare.exchange.medigan import importer as bridge
+from mammoshare.exchange.medigan.exporter import export_medigan_package
+from mammoshare.exchange.medigan.importer import import_medigan_package
+from mammoshare.exchange.medigan.models import OFFLINE_ENV, MediganPackageError, normalise_model_id
 from mammoshare.gan.inference import DATALIST_NAME, MissingWeightsError, generate_synthetic_patches
 from mammoshare.gan.weights import load_generator_weights
 

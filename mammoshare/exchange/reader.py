@@ -20,6 +20,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mammoshare.hashing import sha256_file
+
 __all__ = ["ArchiveLimits", "LIMITS", "ReadError", "ZipSource", "DirSource", "open_source", "name_problems"]
 
 
@@ -150,8 +152,11 @@ class ZipSource:
         except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:
             raise ReadError(f"{name}: unreadable ({e})") from None
 
-    def digest(self, name: str) -> tuple[str, int]:
+    def _stream(self, name: str, target=None) -> tuple[str, int]:
+        """``(sha256, size)`` of an entry read in blocks, capped at its declared size; each block is
+        also written to ``target`` (an open binary file) when given."""
         info = self.infos[name]
+        # streamed and capped, so mammoshare.hashing's whole-file helpers do not fit here
         digest, size = hashlib.sha256(), 0
         try:
             with self.zf.open(info) as f:
@@ -160,22 +165,18 @@ class ZipSource:
                     if size > info.file_size:
                         raise ReadError(f"{name}: holds more bytes than it declares")
                     digest.update(block)
+                    if target is not None:
+                        target.write(block)
         except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:
             raise ReadError(f"{name}: unreadable ({e})") from None
         return digest.hexdigest(), size
 
+    def digest(self, name: str) -> tuple[str, int]:
+        return self._stream(name)
+
     def copy_to(self, name: str, target, expected_sha256: str) -> None:
         """Stream an entry into an open binary file, re-hashing it."""
-        digest, size = hashlib.sha256(), 0
-        info = self.infos[name]
-        with self.zf.open(info) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                size += len(block)
-                if size > info.file_size:
-                    raise ReadError(f"{name}: holds more bytes than it declares")
-                digest.update(block)
-                target.write(block)
-        if digest.hexdigest() != expected_sha256:
+        if self._stream(name, target)[0] != expected_sha256:
             raise ReadError(f"{name}: changed since it was verified")
 
     def close(self) -> None:
@@ -242,12 +243,7 @@ class DirSource:
             return f.read(count)
 
     def digest(self, name: str) -> tuple[str, int]:
-        digest, size = hashlib.sha256(), 0
-        with open(self.path / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                size += len(block)
-                digest.update(block)
-        return digest.hexdigest(), size
+        return sha256_file(self.path / name), self.size(name)
 
     def close(self) -> None:
         pass

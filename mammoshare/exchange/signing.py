@@ -19,11 +19,14 @@ client; the format is small and is produced and checked here per its specificati
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from mammoshare.hashing import sha256_bytes
+
+from .layout import RECEIPT, SIGNATURE, TORCHSCRIPT
 
 __all__ = [
     "SigningError",
@@ -36,7 +39,6 @@ __all__ = [
     "check_signature",
     "statement_for",
     "pae",
-    "SIGNATURE",
     "BUNDLE_MEDIA_TYPE",
     "PAYLOAD_TYPE",
     "STATEMENT_TYPE",
@@ -44,13 +46,12 @@ __all__ = [
     "IGNORED_PATHS",
 ]
 
-SIGNATURE = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 #: files outside the signature: the signature itself and what the receiver adds when unpacking
-IGNORED_PATHS = (SIGNATURE, "receipt.json", "models/model.ts")
+IGNORED_PATHS = (SIGNATURE, RECEIPT, TORCHSCRIPT)
 MAX_SIGNATURE_BYTES = 1 << 20
 
 
@@ -70,7 +71,7 @@ def key_fingerprint(public_key) -> str:
     """SHA-256 (hex) of the public key's PEM (SubjectPublicKeyInfo): model-signing's key hint."""
     serialization, *_ = _crypto()
     pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(pem).hexdigest()
+    return sha256_bytes(pem)
 
 
 def generate_signing_key(private_path: str | os.PathLike, public_path: str | os.PathLike) -> str:
@@ -136,7 +137,7 @@ def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
 def statement_for(files: dict[str, str], model_name: str) -> dict:
     """The in-toto statement over ``{file name: sha256 hex}`` (every signed file)."""
     names = sorted(files)
-    root = hashlib.sha256(b"".join(bytes.fromhex(files[n]) for n in names)).hexdigest()
+    root = sha256_bytes(b"".join(bytes.fromhex(files[n]) for n in names))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": model_name, "digest": {"sha256": root}}],
@@ -216,7 +217,7 @@ def check_signature(data: bytes, public_keys: list) -> SignatureCheck:
                 raise ValueError("resources must be unique names with sha256 digests")
             files[item["name"]] = str(item["digest"])
         names = sorted(files)
-        root = hashlib.sha256(b"".join(bytes.fromhex(files[n]) for n in names)).hexdigest()
+        root = sha256_bytes(b"".join(bytes.fromhex(files[n]) for n in names))
         subjects = statement["subject"]
         if len(subjects) != 1 or subjects[0]["digest"]["sha256"] != root:
             raise ValueError("the subject digest does not match the resources")

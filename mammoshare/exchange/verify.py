@@ -8,7 +8,7 @@ reason, naming the file, and exits 0 only when none failed:
 ``archive sha256``      the archive's SHA-256 against the one the sender gave out of band
 ``container``           the zip's limits and names (:mod:`.reader`): entry count, sizes, ratio, one
                         compression method, no encryption, links, duplicates or unsafe names
-``allow-list``          no file outside the archive layout of :mod:`.archive`
+``allow-list``          no file outside the archive layout of :mod:`.layout`
 ``required files``      metadata, generator.json, weights, model card, licence, manifest
 ``content``             no file is a pickle, a zip (torch, TorchScript, package) or a numpy file,
                         whatever its name; text files are UTF-8 without NUL
@@ -39,163 +39,56 @@ traceback. Memory is bounded by the per-file cap and the families' parameter cap
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import io
 import json
 import os
-import pickletools
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .archive import (
+from mammoshare.hashing import sha256_bytes, sha256_file
+
+from .layout import (
     GENERATOR,
     INFERENCE,
-    LICENSE,
     MANIFEST,
     MANIFEST_FORMAT,
     METADATA,
     MODEL,
-    MODEL_CARD,
     RECEIPT,
     REQUIRED_FILES,
     SIGNATURE,
     SNAPSHOT_PATTERN,
+    TEXT_FILES,
     ExchangeError,
-    _add_verify_options,
-    archive_sha256,
+    is_allowed_name,
+)
+from .policy import (
+    FAIL,
+    OK,
+    SKIPPED,
+    WARN,
+    check_data_format,
     datalist_patient_ids,
     find_patient_ids,
-    is_allowed_name,
     metadata_expression_problems,
+    metadata_problems,
     scan_texts_of,
+    sniff_payload,
+    validate_metadata_schema,
 )
 from .reader import LIMITS, ArchiveLimits, ReadError, open_source
 from .signing import SigningError, check_signature, load_public_key
 
-__all__ = [
-    "Check",
-    "VerifyReport",
-    "verify_bundle",
-    "check_metadata",
-    "validate_metadata_schema",
-    "metadata_problems",
-    "sniff_payload",
-    "add_verify_parser",
-    "MONAI_REQUIRED_METADATA_KEYS",
-    "CONFIG_CHECK",
-]
+__all__ = ["Check", "VerifyReport", "verify_bundle", "CONFIG_CHECK", "OK", "WARN", "FAIL", "SKIPPED"]
 
-OK, WARN, FAIL, SKIPPED = "OK", "WARN", "FAIL", "SKIPPED"
 #: the check that ``--trust`` may waive
 CONFIG_CHECK = "inference config"
-#: MONAI's required metadata keys (the ``required`` list of its schema), for when no schema file is at hand
-MONAI_REQUIRED_METADATA_KEYS = (
-    "schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
-    "description", "authors", "copyright", "network_data_format",
-)
-TEXT_FILES = (METADATA, GENERATOR, INFERENCE, MODEL_CARD, LICENSE, MANIFEST, SIGNATURE)
-
-
-# --- metadata ---------------------------------------------------------------------------------
-
-
-def _default_schema() -> Path:
-    from mammoshare.bundle import SCHEMA_FILE
-
-    return Path(SCHEMA_FILE)
-
-
-def validate_metadata_schema(metadata: Any, schema: str | os.PathLike | None = None) -> tuple[str, str]:
-    """``(status, detail)`` of the metadata against the MONAI schema file (default: the shipped
-    copy); a missing schema file falls back to MONAI's required keys (status SKIPPED for the full
-    check, the detail says what was checked and whether the required keys are there)."""
-    path = Path(schema) if schema is not None else _default_schema()
-    if not isinstance(metadata, dict):
-        return FAIL, "the metadata is not a JSON object"
-    if not path.is_file():
-        missing = [k for k in MONAI_REQUIRED_METADATA_KEYS if k not in metadata]
-        keys = f"required keys MISSING: {missing}" if missing else "MONAI's required keys are present"
-        return (FAIL if missing else SKIPPED), (
-            f"schema file {path} not found: the full schema check was SKIPPED; checked MONAI's required keys only: {keys}"
-        )
-    try:
-        schema_obj = json.loads(path.read_text(encoding="utf-8"))
-        import jsonschema
-
-        validator_cls = jsonschema.validators.validator_for(schema_obj)
-        validator_cls.check_schema(schema_obj)
-        errors = sorted(validator_cls(schema_obj).iter_errors(metadata), key=lambda e: list(e.absolute_path))
-    except Exception as e:  # unreadable schema, invalid schema
-        return FAIL, f"schema file {path} could not be used ({type(e).__name__}: {e})"
-    if errors:
-        shown = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors[:5])
-        return FAIL, f"{len(errors)} error(s) against schema {path.name}: {shown}"
-    return OK, f"valid against the MONAI schema {path.name} ({path})"
-
-
-def metadata_problems(metadata: Any) -> list[str]:
-    """What a shared generator bundle's metadata must state beyond the schema."""
-    from mammoshare.gan.weights import DECODINGS, SAFE_NAME
-
-    if not isinstance(metadata, dict):
-        return ["the metadata is not a JSON object"]
-    problems = []
-    version, changelog = metadata.get("version"), metadata.get("changelog")
-    if not isinstance(changelog, dict) or version not in changelog:
-        problems.append(f"version {version!r} is not in the changelog")
-    for key in ("name", "version"):
-        if not isinstance(metadata.get(key), str) or not SAFE_NAME.fullmatch(metadata[key]):
-            problems.append(f"{key} {metadata.get(key)!r}: letters, digits and . _ + - only")
-    fmt = metadata.get("network_data_format")
-    inputs = fmt.get("inputs") if isinstance(fmt, dict) else None
-    outputs = fmt.get("outputs") if isinstance(fmt, dict) else None
-    if not isinstance(inputs, dict) or not isinstance(inputs.get("image"), dict):
-        problems.append("network_data_format.inputs.image (the latent) is missing")
-    if not isinstance(outputs, dict) or not isinstance(outputs.get("pred"), dict):
-        problems.append("network_data_format.outputs.pred (the image) is missing")
-    decoding = metadata.get("output_decoding", "tanh")
-    if decoding not in DECODINGS:
-        problems.append(f"output_decoding {decoding!r} is not one of {list(DECODINGS)}")
-    return problems
-
-
-def check_metadata(metadata: Any, schema: str | os.PathLike | None = None) -> tuple[str, list[str]]:
-    """``(schema detail, problems)``: the schema check and :func:`metadata_problems` together."""
-    status, detail = validate_metadata_schema(metadata, schema)
-    problems = [detail] if status == FAIL else []
-    return detail, problems + metadata_problems(metadata)
-
-
-
-# --- content sniffing -------------------------------------------------------------------------
-
-
-def sniff_payload(data: bytes) -> str | None:
-    """What executable or pickled payload ``data`` is, whatever its file name (None: none seen)."""
-    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
-        return "a zip archive (a torch checkpoint, TorchScript or package), never read"
-    if data[:6] == b"\x93NUMPY":
-        return "a numpy file (it may hold a pickle), never read"
-    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
-        return "a pickle (protocol %d), never unpickled" % data[1]
-    if len(data) <= 1 << 20 and data.rstrip()[-1:] == b".":
-        try:  # a protocol-0/1 pickle is text: a full, clean parse that calls something is one
-            ops = [op.name for op, _, _ in pickletools.genops(io.BytesIO(data))]
-        except Exception:
-            return None
-        if ops and ops[-1] == "STOP" and {"GLOBAL", "REDUCE", "INST", "OBJ"} & set(ops):
-            return "a pickle (protocol 0/1 text), never unpickled"
-    return None
-
-
-# --- the report -------------------------------------------------------------------------------
 
 
 @dataclass
+
+
 class Check:
     name: str
     status: str
@@ -242,9 +135,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-# --- the checks -------------------------------------------------------------------------------
-
-
 def verify_bundle(
     source: str | os.PathLike,
     schema: str | os.PathLike | None = None,
@@ -265,7 +155,7 @@ def verify_bundle(
         else:
             report.add("archive sha256", SKIPPED, "a folder, not an archive")
     elif path.is_file():
-        actual = archive_sha256(path)
+        actual = sha256_file(path)
         if expect_sha256:
             wanted = expect_sha256.strip().lower()
             report.add("archive sha256", OK if actual == wanted else FAIL,
@@ -383,7 +273,7 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
         if problems:
             report.add("manifest", FAIL, "; ".join(problems[:10]))
         else:
-            actual[MANIFEST] = hashlib.sha256(manifest_raw).hexdigest()
+            actual[MANIFEST] = sha256_bytes(manifest_raw)
             report.verified_files = dict(actual)
             report.add("manifest", OK, f"{len(actual) - 1} files match their SHA-256 and size, none unlisted")
             report.audit = manifest.get("audit")
@@ -423,9 +313,7 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
         problems = metadata_problems(metadata) + metadata_expression_problems(metadata)
         if isinstance(metadata, dict) and spec is not None:
             try:
-                from .archive import _check_data_format
-
-                _check_data_format(spec, metadata)
+                check_data_format(spec, metadata)
             except ExchangeError as e:
                 problems.append(str(e))
             if metadata.get("output_decoding", spec.output_decoding) != spec.output_decoding:
@@ -448,7 +336,7 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
             elif INFERENCE in texts and texts[INFERENCE] == report.pinned_inference:
                 report.add(CONFIG_CHECK, OK, f"{INFERENCE} is byte for byte the pinned config regenerated from {GENERATOR}")
                 if INFERENCE not in report.verified_files and report.verified_files:
-                    report.verified_files[INFERENCE] = hashlib.sha256(texts[INFERENCE]).hexdigest()
+                    report.verified_files[INFERENCE] = sha256_bytes(texts[INFERENCE])
             else:
                 report.add(CONFIG_CHECK, FAIL, f"{INFERENCE} differs from the pinned config regenerated from {GENERATOR}: "
                            "a free-form config can run any code; refused (--trust is the explicit, recorded consent)")
@@ -548,7 +436,7 @@ def _check_signature(report: VerifyReport, src, names: set, texts: dict, trusted
     report.signature_status = "trusted"
     report.add("signature", OK, f"{SIGNATURE}: TRUSTED: {result.detail}; it covers all {len(files)} files")
     if report.verified_files:
-        report.verified_files[SIGNATURE] = hashlib.sha256(texts[SIGNATURE]).hexdigest()
+        report.verified_files[SIGNATURE] = sha256_bytes(texts[SIGNATURE])
 
 
 def _check_weights(report: VerifyReport, src, names: set, spec) -> None:
@@ -588,32 +476,3 @@ def _check_weights(report: VerifyReport, src, names: set, spec) -> None:
     else:
         report.add("weights", OK, f"{len(weight_names)} safetensors file(s) hold exactly the tensors of {GENERATOR}'s generator, "
                    f"load strictly into the receiver's own network; {MODEL} makes {spec.channels} x {spec.image_size}")
-
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    try:
-        report = verify_bundle(args.source, schema=args.schema, expect_sha256=args.expect_sha256, trusted_keys=args.trusted_key,
-                               allow_unsigned=args.allow_unsigned, train_datalist=args.train_datalist)
-    except (ExchangeError, SigningError, OSError, ValueError) as e:
-        print(f"verify refused: {e}", file=sys.stderr)
-        return 1
-    print(report.text())
-    return 0 if report.passed() else 1
-
-
-def add_verify_parser(subparsers) -> argparse.ArgumentParser:
-    """``mammoshare verify FILE.zip|DIR [--trusted-key PUB ...] [--allow-unsigned] [--expect-sha256 HASH] ...``."""
-    p = subparsers.add_parser(
-        "verify",
-        help="check a generator archive (or unpacked folder) without running, importing or unpickling anything from it",
-        description="Check container limits, allow-list, payloads, hashes, signature, metadata, generator.json, the pinned "
-        "inference config and the weights; exit 0 only when every check passes.",
-    )
-    p.add_argument("source", type=Path, help="the archive (.zip) or an unpacked bundle folder")
-    _add_verify_options(p)
-    p.set_defaults(func=_cmd_verify)
-    return p

@@ -38,7 +38,6 @@ A package zip's ``__init__.py`` (or any other code) is never executed or importe
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -54,6 +53,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mammoshare.hashing import sha256_bytes, sha256_file
+
 __all__ = [
     "WeightsError",
     "Limits",
@@ -66,6 +67,11 @@ __all__ = [
     "read_generator_spec",
     "recognise_generator",
     "build_generator",
+    "build_layers",
+    "recognise_network",
+    "dcgan_geometry",
+    "describe_checkpoint",
+    "LAYER_TYPES",
     "TensorInfo",
     "read_safetensors_header",
     "read_safetensors",
@@ -132,11 +138,8 @@ _FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """A weights file's hex SHA-256 (:func:`mammoshare.hashing.sha256_file`)."""
+    return sha256_file(path)
 
 
 def decode_output(output: torch.Tensor, decoding: str) -> torch.Tensor:
@@ -197,9 +200,15 @@ class GeneratorFamily:
         """Every tensor the weights must hold, name -> shape."""
         raise NotImplementedError
 
+    def layers(self, parameters: dict) -> list[dict]:
+        """The network as a list of layers, each ``{"_target_": "torch.nn.<type>", **arguments}``
+        with a type of :data:`LAYER_TYPES`: what :func:`build_layers` builds, the pinned template's
+        ``network_layers`` and the exported medigan package's ``LAYERS``."""
+        raise NotImplementedError
+
     def build(self, parameters: dict) -> nn.Module:
         """The network from torch layers only; its ``state_dict`` keys are :meth:`tensor_shapes`'."""
-        raise NotImplementedError
+        return build_layers(self.layers(parameters))
 
     def recognise(self, shapes: dict[str, tuple[int, ...]], hints: dict, where: str) -> dict:
         """The parameters read from tensor shapes (``hints``: what shapes cannot tell, e.g. the activation)."""
@@ -291,19 +300,6 @@ class DCGANFamily(GeneratorFamily):
                     shapes[f"{3 * i + 1}.{key}"] = () if key == "num_batches_tracked" else (c_out,)
         return shapes
 
-    def build(self, parameters: dict) -> nn.Module:
-        layers: list[nn.Module] = []
-        convs = self._convs(parameters)
-        for i, (c_in, c_out) in enumerate(convs):
-            stride, padding = (1, 0) if i == 0 else (2, 1)
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride, padding, bias=parameters["conv_bias"]))
-            if i < len(convs) - 1:
-                layers.append(nn.BatchNorm2d(c_out))
-                slope = parameters["leaky_slope"]
-                layers.append(nn.ReLU(True) if slope is None else nn.LeakyReLU(slope, True))
-        layers.append(nn.Tanh())
-        return nn.Sequential(*layers)
-
     def recognise(self, shapes: dict[str, tuple[int, ...]], hints: dict, where: str) -> dict:
         layers: dict[int, dict[str, tuple[int, ...]]] = {}
         for key, shape in shapes.items():
@@ -355,6 +351,9 @@ class DCGANFamily(GeneratorFamily):
         return parameters
 
     def template_values(self, parameters: dict) -> dict[str, Any]:
+        return {"latent_size": parameters["latent_size"], "network_layers": self.layers(parameters)}
+
+    def layers(self, parameters: dict) -> list[dict]:
         layers: list[dict] = []
         convs = self._convs(parameters)
         for i, (c_in, c_out) in enumerate(convs):
@@ -368,7 +367,7 @@ class DCGANFamily(GeneratorFamily):
                 else:
                     layers.append({"_target_": "torch.nn.LeakyReLU", "negative_slope": parameters["leaky_slope"], "inplace": True})
         layers.append({"_target_": "torch.nn.Tanh"})
-        return {"latent_size": parameters["latent_size"], "network_layers": layers}
+        return layers
 
 
 #: the known families, by name
@@ -377,7 +376,7 @@ FAMILIES: dict[str, GeneratorFamily] = {}
 
 def template_sha256(family: GeneratorFamily) -> str:
     """The SHA-256 of the family's template file as installed."""
-    return hashlib.sha256((_TEMPLATES / family.template).read_bytes()).hexdigest()
+    return sha256_bytes((_TEMPLATES / family.template).read_bytes())
 
 
 def register_family(family: GeneratorFamily) -> GeneratorFamily:
@@ -491,6 +490,59 @@ def build_generator(spec: GeneratorSpec) -> nn.Module:
     return spec.family_impl.build(spec.parameters).eval()
 
 
+#: the torch layers a generator's layer list may name (``torch.nn.<name>``), with their accepted arguments
+LAYER_TYPES: dict[str, frozenset[str]] = {
+    "ConvTranspose2d": frozenset({"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"}),
+    "BatchNorm2d": frozenset({"num_features"}),
+    "ReLU": frozenset({"inplace"}),
+    "LeakyReLU": frozenset({"negative_slope", "inplace"}),
+    "Tanh": frozenset(),
+}
+
+
+def build_layers(layers: list[dict]) -> nn.Sequential:
+    """A ``torch.nn.Sequential`` of a layer list (:meth:`GeneratorFamily.layers`); only the types
+    and arguments of :data:`LAYER_TYPES` are built, anything else raises :class:`WeightsError`."""
+    modules = []
+    for i, layer in enumerate(layers):
+        target = str(layer.get("_target_", "")) if isinstance(layer, dict) else ""
+        kind = target.removeprefix("torch.nn.")
+        arguments = {k: v for k, v in layer.items() if k != "_target_"} if isinstance(layer, dict) else {}
+        if kind not in LAYER_TYPES or not set(arguments) <= LAYER_TYPES[kind]:
+            raise WeightsError(f"layer {i}: {str(layer)[:80]} is not one of the generator layers {sorted(LAYER_TYPES)} with their arguments")
+        modules.append(getattr(nn, kind)(**arguments))
+    return nn.Sequential(*modules)
+
+
+def recognise_network(network: nn.Module, where: str, decoding: str = "tanh") -> GeneratorSpec:
+    """The :class:`GeneratorSpec` of a built generator (a ``torch.nn.Sequential`` of the DCGAN
+    family, e.g. :class:`~mammoshare.networks.DCGANGenerator`): its tensor shapes and activation; the
+    layers :func:`build_generator` makes of it must be the network's."""
+    if not isinstance(network, nn.Sequential):
+        raise WeightsError(f"{where}: the network is not a plain torch Sequential generator")
+    slopes = {m.negative_slope for m in network if isinstance(m, nn.LeakyReLU)}
+    if len(slopes) > 1:
+        raise WeightsError(f"{where}: LeakyReLU layers with different slopes {sorted(slopes)}")
+    spec = recognise_generator(network.state_dict(), where, leaky_slope=slopes.pop() if slopes else None, decoding=decoding)
+    built = [type(m) for m in build_generator(spec)]
+    if [type(m) for m in network] != built:
+        raise WeightsError(f"{where}: layers {[type(m).__name__ for m in network]} are not those of the {spec.family} "
+                           f"generator its tensors describe ({[t.__name__ for t in built]})")
+    return spec
+
+
+def dcgan_geometry(spec: GeneratorSpec) -> dict | None:
+    """A DCGAN spec in :class:`~mammoshare.networks.DCGANGenerator`'s terms: ``latent_size``,
+    ``ngf`` (the last width), ``multipliers`` (each width / ngf), ``out_channels``, ``leaky_slope``;
+    None when a width is not a multiple of the last one."""
+    p = spec.parameters
+    ngf = p["widths"][-1]
+    if spec.family != "dcgan" or any(w % ngf for w in p["widths"]):
+        return None
+    return {"latent_size": p["latent_size"], "ngf": ngf, "multipliers": tuple(w // ngf for w in p["widths"]),
+            "out_channels": p["out_channels"], "leaky_slope": p["leaky_slope"]}
+
+
 def pinned_inference(spec: GeneratorSpec, name: str, version: str, weights_sha256: str) -> bytes:
     """The pinned ``configs/inference.json``: the family's fixed template with ``spec``'s values,
     byte for byte the same for the same inputs. The template's SHA-256 is checked against the one
@@ -498,7 +550,7 @@ def pinned_inference(spec: GeneratorSpec, name: str, version: str, weights_sha25
     impl = spec.family_impl
     path = _TEMPLATES / impl.template
     text = path.read_bytes()
-    if hashlib.sha256(text).hexdigest() != impl.template_sha256:
+    if sha256_bytes(text) != impl.template_sha256:
         raise WeightsError(f"{path}: the installed template's SHA-256 is not the pinned one; reinstall mammoshare")
     for what, value in (("name", name), ("version", version)):
         if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
@@ -718,7 +770,8 @@ def _is_tensor_dict(obj) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _describe(obj) -> str:
+def describe_checkpoint(obj) -> str:
+    """What a loaded checkpoint is, in a few words, for error messages (its first keys)."""
     if isinstance(obj, dict):
         keys = list(obj)[:6]
         return f"a dict with keys {keys}{' ...' if len(obj) > 6 else ''}"
@@ -753,7 +806,7 @@ def convert_layout(obj: Any, where: str) -> tuple[str, dict[str, torch.Tensor], 
         layout, state = "ours", obj
     if not _is_tensor_dict(state) or not all(re.fullmatch(r"\d+\.[A-Za-z_]+", k) for k in state):
         raise WeightsError(
-            f"{where}: not a generator checkpoint: found {_describe(state)}; expected a state_dict of the DCGAN "
+            f"{where}: not a generator checkpoint: found {describe_checkpoint(state)}; expected a state_dict of the DCGAN "
             "generator (keys like '0.weight'), our last.pt, a medigan 00005/00006 checkpoint ('generator' "
             "entry with 'main.N.*' keys) or its zip, or the medigan 00002 weights malign_mass_gen ('model.N.*' "
             "keys) or its zip MALIGN_DCGAN.zip"

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from test_exchange import entries  # noqa: E402  (the shared helpers of the exchange tests)
 
-from mammoshare.exchange.archive import MANIFEST, SIGNATURE, manifest_bytes  # noqa: E402
+from mammoshare.exchange.layout import MANIFEST, SIGNATURE, manifest_bytes  # noqa: E402
 from mammoshare.exchange.signing import load_private_key, sign_files  # noqa: E402
 
 

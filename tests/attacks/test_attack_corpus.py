@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 import corpus
-from mammoshare.exchange.archive import UnpackError, pack_bundle, unpack_bundle
+from mammoshare.exchange.layout import UnpackError
+from mammoshare.exchange.pack import pack_bundle
+from mammoshare.exchange.unpack import unpack_bundle
 from mammoshare.exchange.signing import generate_signing_key
 from mammoshare.exchange.verify import verify_bundle
 from test_exchange import make_bundle

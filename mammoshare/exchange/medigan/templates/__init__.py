@@ -1,0 +1,35 @@
+"""Files the medigan bridge writes: the exported package's ``__init__.py`` (:mod:`.package_init`, a
+real module whose generator values :func:`render_package_init` writes in), the imported bundle's
+``logging.conf`` and the script that fetches a package through medigan (``fetch_package.py``)."""
+
+from __future__ import annotations
+
+import re
+from importlib.resources import files
+
+__all__ = ["render_package_init", "template_text", "PACKAGE_INIT", "PACKAGE_VALUES"]
+
+PACKAGE_INIT = "package_init.py"
+#: the names of the package's values, in the order they are written
+PACKAGE_VALUES = ("NAME", "VERSION", "LATENT_SIZE", "DECODING", "LAYERS")
+_BLOCK = re.compile(r"(# --- the generator's values: .*?\n)(.*?)(# --- end of the generator's values ---\n)", re.S)
+
+
+def template_text(name: str) -> str:
+    """A template file of this folder, as installed."""
+    return files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def render_package_init(values: dict) -> str:
+    """The package's ``__init__.py``: :mod:`.package_init` with ``values`` (every name of
+    :data:`PACKAGE_VALUES`, Python literals) written into its values block."""
+    if set(values) != set(PACKAGE_VALUES):
+        raise ValueError(f"the package's values are {list(PACKAGE_VALUES)}, got {sorted(values)}")
+    text = template_text(PACKAGE_INIT)
+    block = _BLOCK.search(text)
+    if block is None:
+        raise ValueError(f"{PACKAGE_INIT}: its values block is missing; reinstall mammoshare")
+    lines = [f"{key} = {values[key]!r}\n" for key in PACKAGE_VALUES if key != "LAYERS"]
+    lines.append("#: the generator, layer by layer (a torch.nn.Sequential; state_dict keys 0.weight, 1.running_mean...)\n")
+    lines.append("LAYERS = [\n" + "".join(f"    {layer!r},\n" for layer in values["LAYERS"]) + "]\n")
+    return text[: block.start(2)] + "".join(lines) + text[block.end(2):]
