@@ -285,3 +285,14 @@ def test_bundle_run_from_another_directory(tmp_path, bundle):
     if bundle == "wgangp_bcdr":
         assert [(w["file"], w["samples"]) for w in data["generator"]["weights"]] == [("epoch_2950.pt", 3), ("epoch_3000.pt", 2)]
         assert data["task"] == "all"
+
+
+def test_repo_generator_inference_configs_come_from_the_one_template():
+    """bundles/{dcgan_bcdr,wgangp_bcdr,dcgan_optimam}/configs/inference.json are the template's rendering
+    (``python -m mammoshare.gan.configs bundles`` rewrites them)."""
+    from mammoshare.gan.configs import REPO_GENERATORS, render_generator_inference
+
+    repo = Path(__file__).resolve().parents[1]
+    for name, geometry in REPO_GENERATORS.items():
+        path = repo / "bundles" / name / "configs" / "inference.json"
+        assert path.read_text() == render_generator_inference(**geometry), f"{path}: run python -m mammoshare.gan.configs bundles"

@@ -72,6 +72,7 @@ from mammoshare.gan.weights import (
     recognise_generator,
     save_safetensors,
 )
+from mammoshare.gan.configs import generator_inference_config
 from mammoshare.hashing import sha256_bytes, sha256_file
 
 from ..layout import ExchangeError
@@ -283,41 +284,8 @@ def _origin(imp: _Imported, model_file: Path) -> dict:
 
 
 def _inference_config(geometry: _Geometry, decoding: str) -> dict:
-    return {
-        "imports": ["$import torch", "$import mammoshare", "$import mammoshare.bundle", "$import mammoshare.gan.inference"],
-        "bundle_root": "$mammoshare.bundle.bundle_root()",
-        "output_dir": "$@bundle_root + '/synthetic'",
-        "num_samples": 1200,
-        "seed": 0,
-        "checkpoint": None,
-        "snapshot_dir": None,
-        "default_checkpoint": "$@bundle_root + '/models/model.safetensors'",
-        "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
-        "batch_size": 64,
-        "task": "mass",
-        "latent_size": geometry.latent_size,
-        "ngf": geometry.ngf,
-        "multipliers": list(geometry.multipliers),
-        "leaky_slope": geometry.leaky_slope,
-        "decoding": decoding,
-        "generator_name": "@_meta_#name",
-        "generator_version": "@_meta_#version",
-        "network_def": {
-            "_target_": "mammoshare.networks.DCGANGenerator",
-            "latent_size": "@latent_size",
-            "ngf": "@ngf",
-            "multipliers": "@multipliers",
-            "leaky_slope": "@leaky_slope",
-        },
-        "network": "$@network_def.to(@device)",
-        "run": [
-            "$mammoshare.gan.inference.generate_synthetic_patches(network=@network, num_samples=@num_samples, "
-            "output_dir=@output_dir, seed=@seed, checkpoint=@checkpoint, snapshot_dir=@snapshot_dir, "
-            "default_checkpoint=@default_checkpoint, generator_name=@generator_name, "
-            "generator_version=@generator_version, task=@task, device=@device, batch_size=@batch_size, "
-            "decoding=@decoding)"
-        ],
-    }
+    return generator_inference_config(latent_size=geometry.latent_size, ngf=geometry.ngf, multipliers=geometry.multipliers,
+                                      leaky_slope=geometry.leaky_slope, decoding=decoding, weights_file="model.safetensors")
 
 
 def _decoding_text(decoding: str) -> str:
