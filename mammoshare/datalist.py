@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
+
 __all__ = [
     "SUBSETS",
     "TASKS",
@@ -44,6 +46,10 @@ __all__ = [
     "datalist_records",
     "PHANTOM_MARKER",
     "is_phantom_root",
+    "SYNTHETIC_DATALIST",
+    "TRAINING_COUNTS_FILE",
+    "write_training_counts",
+    "read_training_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,8 @@ LESION_TYPES = ("mass", "calcification", "distortion", "asymmetry", "adenopathy"
 PHANTOM_MARKER = "PHANTOM_README.txt"
 # The file name of the datalist that every generator's inference writes beside its PNGs.
 SYNTHETIC_DATALIST = "synthetic_datalist.json"
+#: the file a training run writes into its output folder: what it trained on, counted
+TRAINING_COUNTS_FILE = "training_counts.json"
 _SUBSET_ALIASES = {
     "training": "training", "train": "training",
     "validation": "validation", "val": "validation", "valid": "validation",
@@ -341,3 +349,20 @@ def datalist_records(datalist: dict[str, Any], subsets: Iterable[str] = SUBSETS)
 def is_phantom_root(root: str | os.PathLike) -> bool:
     """True when a dataset folder is one that ``mammoshare phantom`` wrote."""
     return (Path(root) / PHANTOM_MARKER).is_file()
+
+
+def write_training_counts(output_dir: str | os.PathLike, counts: dict[str, Any]) -> Path:
+    """Write what a training run trains on (``counts``: JSON-ready) to ``output_dir/``
+    :data:`TRAINING_COUNTS_FILE`, atomically; returns the path."""
+    path = Path(output_dir) / TRAINING_COUNTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, (json.dumps(counts, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_training_counts(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The counts a training run wrote with :func:`write_training_counts` into ``output_dir``."""
+    path = Path(output_dir) / TRAINING_COUNTS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatalistError(f"{path}: the training run wrote no readable counts of its training data ({e})") from e

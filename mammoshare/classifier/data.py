@@ -29,7 +29,7 @@ from PIL import Image
 
 from transforms import BoxError, read_mammogram, record_image_type, sample_healthy_boxes
 
-from ..datalist import DatalistError, image_rng, load_datalist
+from ..datalist import DatalistError, image_rng, load_datalist, write_training_counts
 from ..extraction import record_apply_voi
 
 __all__ = [
@@ -257,7 +257,8 @@ def build_training_set(
     device: str | None = None,
     source: str | os.PathLike = "datalist",
 ) -> list[dict[str, Any]]:
-    """The balanced training records (see the module docstring); logs the counts per class and source."""
+    """The balanced training records (see the module docstring); logs the counts per class and source
+    and writes them to ``output_dir/training_counts.json``."""
     base = draw_patient_fraction(subset_records(datalist, "training", source), train_fraction, seed)
     if len({r["label"] for r in base}) < 2:
         raise DatalistError(f"{source}: the drawn {train_fraction:.0%} of training patients hold one class only")
@@ -270,6 +271,7 @@ def build_training_set(
     lesions, healthy, _ = balance_healthy(base, len(added), seed, datalist.get("training", []))
     records = lesions + added + healthy
     table = count_table(records)
+    write_training_counts(output_dir, {"patches": len(records), "counts": table})
     logger.info(
         "training set: %d lesion (%s), %d healthy (%s)",
         sum(table["lesion"].values()), ", ".join(f"{k} {v}" for k, v in table["lesion"].items()),

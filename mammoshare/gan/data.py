@@ -10,7 +10,7 @@ import torch
 from monai.data import DataLoader
 from torch.utils.data import Sampler
 
-from ..datalist import SUBSETS, DatalistError
+from ..datalist import SUBSETS, DatalistError, write_training_counts
 
 __all__ = ["gan_training_records", "gan_dataloader", "StreamBatchSampler"]
 
@@ -37,7 +37,8 @@ def gan_training_records(
     Source, in this order: ``datalist`` (a prepared datalist JSON), ``dataset_dir`` (a raw dataset
     root of type ``dataset``, read with the seed; its datalist is written to ``output_dir``), or,
     when neither is given, the phantom BCDR data written under ``output_dir/phantom`` (logged as
-    such: it trains a demo generator with no clinical meaning).
+    such: it trains a demo generator with no clinical meaning). What it trains on (subsets, patches,
+    patients) is written to ``output_dir/training_counts.json``.
     """
     from ..readers import obtain_datalist
 
@@ -51,6 +52,8 @@ def gan_training_records(
     if not records:
         raise DatalistError(f"{source}: no lesion patches in the subset(s) {list(subsets)} for the task {task!r}")
     patients = len({r["patient_id"] for r in records})
+    write_training_counts(output_dir, {"subsets": list(subsets), "patches": len(records), "patients": patients,
+                                       "source": str(source)})
     logger.info(
         "GAN training data: %d lesion patches of %d patients from %s (subsets: %s)",
         len(records), patients, source, ", ".join(subsets),
