@@ -47,6 +47,7 @@ __all__ = [
     "PHANTOM_MARKER",
     "is_phantom_root",
     "SYNTHETIC_DATALIST",
+    "HEALTHY_RESERVE",
     "TRAINING_COUNTS_FILE",
     "write_training_counts",
     "read_training_counts",
@@ -61,6 +62,8 @@ LESION_TYPES = ("mass", "calcification", "distortion", "asymmetry", "adenopathy"
 PHANTOM_MARKER = "PHANTOM_README.txt"
 # The file name of the datalist that every generator's inference writes beside its PNGs.
 SYNTHETIC_DATALIST = "synthetic_datalist.json"
+#: the datalist key of the spare healthy boxes that class balancing takes (see mammoshare.readers.reserve)
+HEALTHY_RESERVE = "healthy_reserve"
 #: the file a training run writes into its output folder: what it trained on, counted
 TRAINING_COUNTS_FILE = "training_counts.json"
 _SUBSET_ALIASES = {
@@ -304,7 +307,7 @@ def write_datalist(datalist: dict[str, Any], out: str | os.PathLike, bad_cases: 
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     data = dict(datalist)
-    for subset in SUBSETS:
+    for subset in SUBSETS + ((HEALTHY_RESERVE,) if HEALTHY_RESERVE in datalist else ()):
         data[subset] = [
             {**r, "image": Path(os.path.relpath(Path(r["image"]).absolute(), out.parent)).as_posix()}
             for r in datalist.get(subset, [])
@@ -330,7 +333,7 @@ def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or not any(s in data for s in SUBSETS):
         raise DatalistError(f"{path}: a datalist object with 'training', 'validation' and 'test' lists is expected")
     base = path.absolute().parent
-    for subset in SUBSETS:
+    for subset in SUBSETS + ((HEALTHY_RESERVE,) if HEALTHY_RESERVE in data else ()):
         records = data.setdefault(subset, [])
         for i, record in enumerate(records):
             missing = [k for k in REQUIRED_RECORD_KEYS if k not in record]

@@ -82,7 +82,7 @@ def test_parity_real_canonical_patches_survive_the_synthetic_png_path(inbreast_m
     with Image.open(tmp_path / "synthetic" / "synthetic_00000.png") as png:
         assert png.mode == "L" and png.text["mammoshare:synthetic"] == "true"
     # back through the classifier's training pipeline: the synthetic sources, then the patch dataset
-    synthetic = synthetic_source_records([datalist], len(real), 0, tmp_path / "unused")["parity"]
+    synthetic = synthetic_source_records([datalist], len(real), 0)["parity"]
     assert [r["index"] for r in synthetic] == list(range(len(real)))
     read_back = patch_dataset(synthetic, [], cache="none", keep_keys=KEEP_KEYS)
     for i, expected in enumerate(real):
@@ -109,7 +109,7 @@ def test_synthetic_datalists_must_list_patch_files(inbreast_mass, tmp_path):
     data = {"dataset": "synthetic", "task": "mass", "training": [record], "validation": [], "test": []}
     path = write_datalist(data, tmp_path / "mixed.json")
     with pytest.raises(DatalistError, match="not a patch file"):
-        synthetic_source_records([path], 1, 0, tmp_path)
+        synthetic_source_records([path], 1, 0)
 
 
 # ------------------------------------------------------------------------------ windowing

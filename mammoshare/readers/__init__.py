@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datalist import (
+    HEALTHY_RESERVE,
     load_datalist,
     write_datalist,
     TASKS,
@@ -37,6 +38,7 @@ from ..datalist import (
     read_split_file,
     split_patients,
 )
+from .reserve import DEFAULT_RESERVE_PER_IMAGE, sample_healthy_reserve
 
 __all__ = [
     "DATASETS", "SPLITS", "OFFICIAL_SPLIT_DATASETS", "OFFICIAL_VALIDATION_FRACTION", "get_reader",
@@ -147,6 +149,7 @@ def build_datalist(
     default_pixel_spacing: float | None = None,
     apply_voi: bool | str | None = None,
     calcifications: str | None = None,
+    healthy_reserve_per_image: int | None = None,
 ) -> tuple[dict[str, Any], list[BadCase]]:
     """Read a raw dataset and split it by patient.
 
@@ -156,7 +159,9 @@ def build_datalist(
     with sizes in mm (see :class:`~mammoshare.extraction.PatchGeometry`). ``apply_voi`` None (or
     "auto") is the dataset's default (:data:`~mammoshare.extraction.APPLY_VOI_DEFAULTS`).
     ``calcifications`` (INbreast): ``"roi"`` (one patch per ROI, the paper's; the default) or
-    ``"cluster"``.
+    ``"cluster"``. ``healthy_reserve_per_image`` (None: :data:`~mammoshare.readers.reserve.DEFAULT_RESERVE_PER_IMAGE`):
+    spare healthy boxes per healthy training image for class balancing (the datalist's
+    ``healthy_reserve``, see :mod:`mammoshare.readers.reserve`; 0: none).
 
     Returns the datalist dict (absolute image paths; :func:`~mammoshare.datalist.write_datalist`
     makes them relative) and the bad cases skipped (only with ``skip_bad``; otherwise any bad case
@@ -222,6 +227,8 @@ def build_datalist(
         **geometry.datalist_fields(), calcifications=policy, **extra,
     )
     datalist["lesion_type_counts"] = {s: lesion_type_counts(datalist[s]) for s in ("training", "validation", "test")}
+    per_image = DEFAULT_RESERVE_PER_IMAGE if healthy_reserve_per_image is None else int(healthy_reserve_per_image)
+    datalist[HEALTHY_RESERVE] = sample_healthy_reserve(datalist["training"], per_image, seed)
     for subset in ("training", "validation", "test"):
         counts = Counter(r["label"] for r in datalist[subset])
         logger.info("%s %s: %d lesion, %d healthy patches", dataset, subset, counts[1], counts[0])

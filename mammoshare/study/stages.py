@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
 LOG_FILE = "log.txt"
-#: bump when a stage's meaning changes incompatibly, so that old records are not reused
-RECORD_VERSION = 1
+#: bump when a stage's meaning changes incompatibly, so that old records are not reused (2: datalists
+#: carry a healthy reserve, runs write training_counts.json)
+RECORD_VERSION = 2
 
 
 def config_hash(config: dict[str, Any]) -> str:
