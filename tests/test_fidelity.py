@@ -198,8 +198,8 @@ def test_gan_bundles_train_on_all_subsets_by_default(phantom_root, tmp_path):
             "training", "validation", "test"]
     data, _ = build_datalist("bcdr", phantom_root / "bcdr", "mass")
     path = write_datalist(data, tmp_path / "bcdr.json")
-    every = gan_training_records(datalist=path)
+    every = gan_training_records(datalist=path, output_dir=tmp_path / "every")  # its counts file stays in tmp
     patients = {r["patient_id"] for r in datalist_records(data) if r["label"] == 1}
     assert {r["patient_id"] for r in every} == patients and len(every) == sum(r["label"] for r in datalist_records(data))
-    narrow = gan_training_records(datalist=path, subsets=["training"])
+    narrow = gan_training_records(datalist=path, subsets=["training"], output_dir=tmp_path / "narrow")
     assert {r["patient_id"] for r in narrow} < patients
