@@ -13,7 +13,6 @@ Two caches:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from monai.transforms import Compose, DeleteItemsd, EnsureTyped, RandomizableTra
 from transforms import CANONICAL_SIZE, DecodedImageCache, LoadCanonicalPatchd, record_image_type
 
 from .extraction import record_apply_voi
+from .hashing import sha256_file, sha256_text
 
 __all__ = [
     "FreshItem", "CACHE_MODES", "canonical_patch_transform", "loader_record", "patch_dataset", "file_sha256",
@@ -56,11 +56,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     with _sha_lock:
         if key in _sha_memo:
             return _sha_memo[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = sha256_file(path)
     with _sha_lock:
         _sha_memo[key] = value
     return value
@@ -76,7 +72,7 @@ def record_content_hash(record: dict, size: int = CANONICAL_SIZE) -> bytes:
         "size": size,
         "version": PATCH_VERSION,
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest().encode()
+    return sha256_text(json.dumps(key, sort_keys=True)).encode()
 
 
 class FreshItem(RandomizableTrait, Transform):

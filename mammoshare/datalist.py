@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
+
 __all__ = [
     "SUBSETS",
     "TASKS",
@@ -44,6 +46,11 @@ __all__ = [
     "datalist_records",
     "PHANTOM_MARKER",
     "is_phantom_root",
+    "SYNTHETIC_DATALIST",
+    "HEALTHY_RESERVE",
+    "TRAINING_COUNTS_FILE",
+    "write_training_counts",
+    "read_training_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +62,10 @@ LESION_TYPES = ("mass", "calcification", "distortion", "asymmetry", "adenopathy"
 PHANTOM_MARKER = "PHANTOM_README.txt"
 # The file name of the datalist that every generator's inference writes beside its PNGs.
 SYNTHETIC_DATALIST = "synthetic_datalist.json"
+#: the datalist key of the spare healthy boxes that class balancing takes (see mammoshare.readers.reserve)
+HEALTHY_RESERVE = "healthy_reserve"
+#: the file a training run writes into its output folder: what it trained on, counted
+TRAINING_COUNTS_FILE = "training_counts.json"
 _SUBSET_ALIASES = {
     "training": "training", "train": "training",
     "validation": "validation", "val": "validation", "valid": "validation",
@@ -296,7 +307,7 @@ def write_datalist(datalist: dict[str, Any], out: str | os.PathLike, bad_cases: 
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     data = dict(datalist)
-    for subset in SUBSETS:
+    for subset in SUBSETS + ((HEALTHY_RESERVE,) if HEALTHY_RESERVE in datalist else ()):
         data[subset] = [
             {**r, "image": Path(os.path.relpath(Path(r["image"]).absolute(), out.parent)).as_posix()}
             for r in datalist.get(subset, [])
@@ -322,7 +333,7 @@ def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or not any(s in data for s in SUBSETS):
         raise DatalistError(f"{path}: a datalist object with 'training', 'validation' and 'test' lists is expected")
     base = path.absolute().parent
-    for subset in SUBSETS:
+    for subset in SUBSETS + ((HEALTHY_RESERVE,) if HEALTHY_RESERVE in data else ()):
         records = data.setdefault(subset, [])
         for i, record in enumerate(records):
             missing = [k for k in REQUIRED_RECORD_KEYS if k not in record]
@@ -341,3 +352,20 @@ def datalist_records(datalist: dict[str, Any], subsets: Iterable[str] = SUBSETS)
 def is_phantom_root(root: str | os.PathLike) -> bool:
     """True when a dataset folder is one that ``mammoshare phantom`` wrote."""
     return (Path(root) / PHANTOM_MARKER).is_file()
+
+
+def write_training_counts(output_dir: str | os.PathLike, counts: dict[str, Any]) -> Path:
+    """Write what a training run trains on (``counts``: JSON-ready) to ``output_dir/``
+    :data:`TRAINING_COUNTS_FILE`, atomically; returns the path."""
+    path = Path(output_dir) / TRAINING_COUNTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, (json.dumps(counts, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_training_counts(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The counts a training run wrote with :func:`write_training_counts` into ``output_dir``."""
+    path = Path(output_dir) / TRAINING_COUNTS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatalistError(f"{path}: the training run wrote no readable counts of its training data ({e})") from e

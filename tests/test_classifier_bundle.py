@@ -86,7 +86,7 @@ def test_too_few_healthy_patches_are_sampled_from_the_same_images(inbreast, capl
     training = datalist["training"]
     few = [r for r in training if r["label"] == 1] + [r for r in training if r["label"] == 0][:5]
     with caplog.at_level(logging.WARNING):
-        lesions, healthy, sampled = balance_healthy(few, 4, seed=2, all_records=training)
+        lesions, healthy, sampled = balance_healthy(few, 4, seed=2, reserve=datalist["healthy_reserve"])
     assert len(healthy) == len(lesions) + 4 and sampled == len(healthy) - 5
     assert "sampling" in caplog.text
     new = [r for r in healthy if r.get("extra_healthy")]
@@ -122,9 +122,9 @@ def test_bad_classifier_input(inbreast, tmp_path):
     _, datalist = inbreast
     rgb = _synthetic_datalist(tmp_path / "rgb", 4, mode="RGB")
     with pytest.raises(DatalistError, match=r"s\d\.png: synthetic patch has mode RGB"):
-        synthetic_source_records([rgb], 4, 0, tmp_path)
+        synthetic_source_records([rgb], 4, 0)
     with pytest.raises(DatalistError, match="fewer than its share"):
-        synthetic_source_records([rgb], 40, 0, tmp_path)
+        synthetic_source_records([rgb], 40, 0)
     one_class = {**datalist, "training": [r for r in datalist["training"] if r["label"] == 0]}
     with pytest.raises(DatalistError, match="healthy patches only"):
         build_training_set(one_class, "mass", 0, tmp_path)
@@ -239,17 +239,23 @@ def test_metadata_and_config_conventions():
     assert train["early_stop_patience"] is None  # early stopping is available but off
 
 
-def test_generator_bundle_as_synthetic_source_is_sampled_once(tmp_path):
+def test_generator_bundle_is_sampled_first_then_its_datalist_is_a_synthetic_source(tmp_path):
     import shutil
 
+    from mammoshare.datalist import SYNTHETIC_DATALIST
     from mammoshare.networks import DCGANGenerator
 
     bundle = tmp_path / "dcgan_bcdr"
     shutil.copytree(REPO / "bundles" / "dcgan_bcdr", bundle, ignore=shutil.ignore_patterns("models"))
     (bundle / "models").mkdir()
     torch.save(DCGANGenerator().state_dict(), bundle / "models" / "model.pt")
-    first = synthetic_source_records([bundle], 4, seed=1, output_dir=tmp_path / "run", device="cpu")
+    with pytest.raises(DatalistError, match="synthetic datalists only"):
+        synthetic_source_records([bundle], 4, seed=1)  # training never runs a generator bundle
+    bundle_run(config_file=str(bundle / "configs" / "inference.json"), logging_file=False, num_samples=4,
+               output_dir=str(tmp_path / "sampled"), seed=1, bundle_root=str(bundle), device="cpu")
+    datalist = tmp_path / "sampled" / SYNTHETIC_DATALIST
+    first = synthetic_source_records([datalist], 4, seed=1)
     assert list(first) == ["dcgan_bcdr"] and len(first["dcgan_bcdr"]) == 4
     assert all(r["label"] == 1 and r["box"] is None for r in first["dcgan_bcdr"])
-    again = synthetic_source_records([bundle], 4, seed=1, output_dir=tmp_path / "run", device="cpu")
+    again = synthetic_source_records([datalist], 4, seed=1)
     assert [r["image"] for r in again["dcgan_bcdr"]] == [r["image"] for r in first["dcgan_bcdr"]]

@@ -7,7 +7,8 @@ import pytest
 from monai.bundle import ConfigParser
 
 from mammoshare.datalist import DatalistError
-from mammoshare.readers import datalist_task, obtain_datalist
+from mammoshare.obtain import obtain_datalist
+from mammoshare.readers import datalist_task
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = [

@@ -82,7 +82,7 @@ def test_parity_real_canonical_patches_survive_the_synthetic_png_path(inbreast_m
     with Image.open(tmp_path / "synthetic" / "synthetic_00000.png") as png:
         assert png.mode == "L" and png.text["mammoshare:synthetic"] == "true"
     # back through the classifier's training pipeline: the synthetic sources, then the patch dataset
-    synthetic = synthetic_source_records([datalist], len(real), 0, tmp_path / "unused")["parity"]
+    synthetic = synthetic_source_records([datalist], len(real), 0)["parity"]
     assert [r["index"] for r in synthetic] == list(range(len(real)))
     read_back = patch_dataset(synthetic, [], cache="none", keep_keys=KEEP_KEYS)
     for i, expected in enumerate(real):
@@ -109,7 +109,7 @@ def test_synthetic_datalists_must_list_patch_files(inbreast_mass, tmp_path):
     data = {"dataset": "synthetic", "task": "mass", "training": [record], "validation": [], "test": []}
     path = write_datalist(data, tmp_path / "mixed.json")
     with pytest.raises(DatalistError, match="not a patch file"):
-        synthetic_source_records([path], 1, 0, tmp_path)
+        synthetic_source_records([path], 1, 0)
 
 
 # ------------------------------------------------------------------------------ windowing
@@ -198,8 +198,8 @@ def test_gan_bundles_train_on_all_subsets_by_default(phantom_root, tmp_path):
             "training", "validation", "test"]
     data, _ = build_datalist("bcdr", phantom_root / "bcdr", "mass")
     path = write_datalist(data, tmp_path / "bcdr.json")
-    every = gan_training_records(datalist=path)
+    every = gan_training_records(datalist=path, output_dir=tmp_path / "every")  # its counts file stays in tmp
     patients = {r["patient_id"] for r in datalist_records(data) if r["label"] == 1}
     assert {r["patient_id"] for r in every} == patients and len(every) == sum(r["label"] for r in datalist_records(data))
-    narrow = gan_training_records(datalist=path, subsets=["training"])
+    narrow = gan_training_records(datalist=path, subsets=["training"], output_dir=tmp_path / "narrow")
     assert {r["patient_id"] for r in narrow} < patients

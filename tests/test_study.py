@@ -367,3 +367,16 @@ def test_demo_optimam_generator_has_the_medigan_00002_layout(tmp_path):
     assert tuple(state["model.0.weight"].shape) == (200, 40, 4, 4) and tuple(state["model.15.weight"].shape) == (4, 1, 4, 4)
     weights = load_generator_weights(path)
     assert weights.layout == "medigan-00002" and os.path.basename(weights.path) == "malign_mass_gen"
+
+
+def test_bundles_folder_from_the_current_folder_or_a_clear_error(tmp_path, monkeypatch):
+    from mammoshare.study import runner
+
+    checkout = runner.default_bundles_dir()
+    for bundle in runner.STUDY_BUNDLES:
+        (tmp_path / "here" / "bundles" / bundle / "configs").mkdir(parents=True)
+    assert runner.default_bundles_dir(tmp_path / "here") == tmp_path / "here" / "bundles"
+    assert runner.default_bundles_dir(tmp_path) == checkout  # an editable checkout: its bundles/
+    monkeypatch.setattr(runner, "__file__", str(tmp_path / "site-packages" / "mammoshare" / "study" / "runner.py"))
+    with pytest.raises(ValueError, match="--bundles DIR"):
+        runner.default_bundles_dir(tmp_path)  # an installed package and no bundles/ here

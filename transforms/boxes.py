@@ -6,11 +6,11 @@ A box is ``[x_min, y_min, x_max, y_max]`` in pixels, x = column, y = row, max ex
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms import Randomizable, Transform
 
 __all__ = [
     "BoxError",
@@ -18,9 +18,7 @@ __all__ = [
     "background_mask",
     "sample_healthy_boxes",
     "LesionBox",
-    "LesionBoxd",
     "RandHealthyBoxes",
-    "RandHealthyBoxesd",
 ]
 
 #: the original code's background test: a pixel of the min-max scaled uint8 image at most 10
@@ -180,28 +178,6 @@ class LesionBox(Transform):
         return lesion_box(points, image_shape, self.margin, self.min_size, self.tolerance)
 
 
-class LesionBoxd(MapTransform):
-    """``data[contour_key]`` points and the shape of ``data[image_key]`` -> ``data[box_key]``."""
-
-    def __init__(
-        self,
-        contour_key: str = "contour",
-        image_key: str = "image",
-        box_key: str = "box",
-        margin: int = 60,
-        min_size: int = 128,
-        tolerance: float = 2.0,
-    ):
-        super().__init__([contour_key])
-        self.contour_key, self.image_key, self.box_key = contour_key, image_key, box_key
-        self.box = LesionBox(margin, min_size, tolerance)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        d[self.box_key] = self.box(d[self.contour_key], d[self.image_key].shape)
-        return d
-
-
 class RandHealthyBoxes(Randomizable, Transform):
     """Image ``(1, H, W)`` in [0, 1] -> ``count`` random healthy boxes (see :func:`sample_healthy_boxes`)."""
 
@@ -216,32 +192,3 @@ class RandHealthyBoxes(Randomizable, Transform):
         return sample_healthy_boxes(
             image, self.count, self.R, self.size, self.max_background, avoid=avoid, avoid_distance=avoid_distance
         )
-
-
-class RandHealthyBoxesd(Randomizable, MapTransform):
-    """``data[image_key]`` -> ``data[boxes_key]``, a list of healthy boxes."""
-
-    def __init__(
-        self,
-        image_key: str = "image",
-        boxes_key: str = "boxes",
-        count: int = 5,
-        size: int | tuple[int, int] = 128,
-        max_background: float = 0.4,
-    ):
-        MapTransform.__init__(self, [image_key])
-        self.image_key, self.boxes_key = image_key, boxes_key
-        self.sampler = RandHealthyBoxes(count, size, max_background)
-
-    def set_random_state(self, seed=None, state=None):
-        super().set_random_state(seed, state)
-        self.sampler.set_random_state(state=self.R)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        pass
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        d[self.boxes_key] = self.sampler(d[self.image_key])
-        return d

@@ -5,9 +5,10 @@ Training set (the study's recipe):
 1. Centre A's training subset (INbreast by default; any datalist of ours, e.g. CBIS-DDSM), or a
    random ``train_fraction`` of its training patients (drawn with the seed).
 2. Balanced: as many healthy patches as lesion patches (a seeded draw when there are more healthy
-   ones; more healthy boxes sampled from the same centre's images when there are fewer).
+   ones; boxes of the datalist's healthy reserve, drawn from the same images when the datalist was
+   built, when there are fewer).
 3. Added lesions: ``synthetic_count`` synthetic patches (default 1200) in equal shares from the
-   ``synthetic`` sources (generator-inference datalists, or generator bundles sampled at start),
+   ``synthetic`` sources (finished synthetic datalists: generators are sampled before training),
    and ``real_lesion_count`` real lesion patches of another centre (``real_lesions``: a BCDR
    datalist; default 1148 for all lesions, 500 for masses).
 4. As many extra healthy patches from centre A as lesions were added, to keep the classes balanced.
@@ -27,10 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms import BoxError, read_mammogram, record_image_type, sample_healthy_boxes
+from transforms import record_image_type
 
-from ..datalist import DatalistError, image_rng, load_datalist
-from ..extraction import record_apply_voi
+from ..datalist import HEALTHY_RESERVE, SYNTHETIC_DATALIST, DatalistError, load_datalist, write_training_counts
 
 __all__ = [
     "DEFAULT_SYNTHETIC_COUNT",
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SYNTHETIC_COUNT = 1200
 DEFAULT_REAL_LESION_COUNT = {"all": 1148, "mass": 500}
-#: extra healthy boxes keep at least this distance (px) from the lesions of their image
-EXTRA_HEALTHY_DISTANCE_PX = 64
 
 
 def equal_shares(total: int, sources: int) -> list[int]:
@@ -86,55 +84,16 @@ def draw_patient_fraction(records: list[dict], fraction: float, seed: int) -> li
     return [r for r in records if r["patient_id"] in chosen]
 
 
-def _sample_more_healthy(
-    healthy: list[dict], all_records: list[dict], count: int, seed: int
-) -> list[dict]:
-    """``count`` new healthy boxes from the images that the ``healthy`` records come from, away from
-    every lesion box of those images and different from the boxes already taken."""
-    if count <= 0:
-        return []
-    by_image: dict[str, list[dict]] = defaultdict(list)
-    for r in healthy:
-        by_image[r["image"]].append(r)
-    if not by_image:
-        raise DatalistError("no healthy images in the training subset to sample more healthy boxes from")
-    lesions: dict[str, list[list[int]]] = defaultdict(list)
-    for r in all_records:
-        if r["label"] == 1 and r.get("box"):
-            lesions[r["image"]].append(r["box"])
-    images = sorted(by_image)
-    shares = equal_shares(count, len(images))
-    added: list[dict] = []
-    for image, share in zip(images, shares):
-        if share == 0:
-            continue
-        template = by_image[image][0]
-        taken = {tuple(r["box"]) for r in by_image[image]}
-        pixels, _ = read_mammogram(image, apply_voi=record_apply_voi(template))  # as the patches are decoded
-        size = template["box"][2] - template["box"][0]
-        rng = image_rng(seed, image, "extra-healthy")
-        try:
-            boxes = sample_healthy_boxes(
-                pixels, share + len(taken), rng, size=size,
-                avoid=lesions[image], avoid_distance=EXTRA_HEALTHY_DISTANCE_PX,
-            )
-        except BoxError as e:
-            raise DatalistError(f"{image}: cannot sample {share} more healthy boxes: {e}") from e
-        fresh = [b for b in boxes if tuple(b) not in taken][:share]
-        added += [{**template, "box": b, "extra_healthy": True} for b in fresh]
-    if len(added) < count:
-        raise DatalistError(f"could sample only {len(added)} of {count} more healthy boxes from the training images")
-    return added
-
-
 def balance_healthy(
-    records: list[dict], extra_lesions: int, seed: int, all_records: Sequence[dict] = ()
+    records: list[dict], extra_lesions: int, seed: int, reserve: Sequence[dict] = ()
 ) -> tuple[list[dict], list[dict], int]:
     """Centre A's balanced records plus ``extra_lesions`` extra healthy patches.
 
-    Returns ``(lesion records, healthy records, newly sampled healthy count)``: as many healthy
-    patches as lesions, plus ``extra_lesions``, drawn with the seed from the healthy records, and
-    sampled as new boxes from the same images when there are too few.
+    Returns ``(lesion records, healthy records, reserve count)``: as many healthy patches as
+    lesions, plus ``extra_lesions``, drawn with the seed from the healthy records; when there are
+    too few, the missing ones are taken from the datalist's healthy ``reserve`` (boxes sampled from
+    the same images when the datalist was built, see :mod:`mammoshare.readers.reserve`), in equal
+    shares per image.
     """
     lesions = [r for r in records if r["label"] == 1]
     healthy = [r for r in records if r["label"] == 0]
@@ -145,11 +104,38 @@ def balance_healthy(
         return lesions, chosen, 0
     missing = wanted - len(healthy)
     logger.warning(
-        "the training subset has %d healthy patches for %d needed: sampling %d more healthy boxes from its images",
-        len(healthy), wanted, missing,
+        "the training subset has %d healthy patches for %d needed: using %d healthy boxes of the datalist's reserve "
+        "(sampling from its images when it was built)", len(healthy), wanted, missing,
     )
-    more = _sample_more_healthy(healthy, list(all_records) or records, missing, seed)
+    more = _reserve_boxes(healthy, reserve, missing)
     return lesions, healthy + more, len(more)
+
+
+def _reserve_boxes(healthy: list[dict], reserve: Sequence[dict], count: int) -> list[dict]:
+    """``count`` reserve records of the images that the ``healthy`` records come from, in equal
+    shares per image (sorted), none twice and none already among ``healthy``."""
+    images = sorted({r["image"] for r in healthy})
+    if not images:
+        raise DatalistError("no healthy images in the training subset to take more healthy boxes from")
+    taken = {(r["image"], tuple(r["box"])) for r in healthy}
+    spare: dict[str, list[dict]] = defaultdict(list)
+    for r in reserve:
+        if r["image"] in images and (r["image"], tuple(r["box"])) not in taken:
+            spare[r["image"]].append(r)
+    added: list[dict] = []
+    # an image short of its share leaves the rest to the next images
+    remaining = count
+    for index, image in enumerate(images):
+        share = equal_shares(remaining, len(images) - index)[0]
+        chosen = spare[image][:share]
+        added += [{**r, "extra_healthy": True} for r in chosen]
+        remaining -= len(chosen)
+    if len(added) < count:
+        raise DatalistError(
+            f"the datalist's healthy reserve holds {len(added)} of the {count} more healthy boxes that balancing needs: "
+            "rebuild the datalist with a larger healthy reserve (healthy_reserve_per_image) or add fewer lesions"
+        )
+    return added
 
 
 def _check_synthetic_patch(path: str) -> None:
@@ -164,40 +150,21 @@ def _check_synthetic_patch(path: str) -> None:
         raise DatalistError(f"{path}: synthetic patch of {size[0]}x{size[1]} is not square")
 
 
-def _sample_bundle(bundle: Path, count: int, seed: int, output_dir: Path, device: str | None) -> Path:
-    """Run a generator bundle's inference config once into ``output_dir`` (reused when present)."""
-    from monai.bundle import run as bundle_run
-
-    target = output_dir / f"{bundle.name}_n{count}_seed{seed}"
-    datalist = target / "synthetic_datalist.json"
-    if datalist.is_file():
-        logger.info("reusing %d synthetic patches of %s in %s", count, bundle.name, target)
-        return datalist
-    config = bundle / "configs" / "inference.json"
-    if not config.is_file():
-        raise DatalistError(f"{bundle}: not a generator bundle (no configs/inference.json)")
-    # bundle_root: a packed (self-contained) bundle resolves its files against it
-    overrides = {"num_samples": count, "output_dir": str(target), "seed": seed, "bundle_root": str(bundle)}
-    if device:
-        overrides["device"] = device
-    logger.info("sampling %d synthetic patches from the generator bundle %s", count, bundle)
-    bundle_run(config_file=str(config), logging_file=False, **overrides)
-    return datalist
-
-
-def synthetic_source_records(
-    sources: Sequence[str | os.PathLike], total: int, seed: int, output_dir: str | os.PathLike, device: str | None = None
-) -> dict[str, list[dict]]:
+def synthetic_source_records(sources: Sequence[str | os.PathLike], total: int, seed: int) -> dict[str, list[dict]]:
     """Equal shares of ``total`` synthetic lesion patches from each source.
 
-    A source is a generator-inference datalist (JSON) or a generator bundle folder (sampled once at
-    start into ``output_dir/synthetic``). Returns ``{source name: records}``.
+    A source is a finished synthetic datalist (the ``synthetic_datalist.json`` that a generator's
+    inference writes: sample the generator before training). Returns ``{source name: records}``.
     """
     result: dict[str, list[dict]] = {}
     for index, (source, share) in enumerate(zip(sources, equal_shares(total, len(sources)) if sources else [])):
         path = Path(source)
         if path.is_dir():
-            path = _sample_bundle(path, share, seed + index, Path(output_dir) / "synthetic", device)
+            raise DatalistError(
+                f"{path} is a folder: --synthetic takes synthetic datalists only; sample the generator first "
+                f"(python -m monai.bundle run --config_file BUNDLE/configs/inference.json --output_dir DIR) and pass "
+                f"DIR/{SYNTHETIC_DATALIST}"
+            )
         data = load_datalist(path)
         records = [r for s in ("training", "validation", "test") for r in data.get(s, []) if r["label"] == 1]
         if len(records) < share:
@@ -254,22 +221,23 @@ def build_training_set(
     synthetic_count: int = DEFAULT_SYNTHETIC_COUNT,
     real_lesions: str | os.PathLike | None = None,
     real_lesion_count: int | None = None,
-    device: str | None = None,
     source: str | os.PathLike = "datalist",
 ) -> list[dict[str, Any]]:
-    """The balanced training records (see the module docstring); logs the counts per class and source."""
+    """The balanced training records (see the module docstring); logs the counts per class and source
+    and writes them to ``output_dir/training_counts.json``."""
     base = draw_patient_fraction(subset_records(datalist, "training", source), train_fraction, seed)
     if len({r["label"] for r in base}) < 2:
         raise DatalistError(f"{source}: the drawn {train_fraction:.0%} of training patients hold one class only")
     added: list[dict] = []
-    for records in synthetic_source_records(synthetic or [], synthetic_count, seed, output_dir, device).values():
+    for records in synthetic_source_records(synthetic or [], synthetic_count, seed).values():
         added += records
     if real_lesions:
         count = DEFAULT_REAL_LESION_COUNT[task] if real_lesion_count is None else int(real_lesion_count)
         added += real_lesion_records(real_lesions, count, task, seed)
-    lesions, healthy, _ = balance_healthy(base, len(added), seed, datalist.get("training", []))
+    lesions, healthy, _ = balance_healthy(base, len(added), seed, datalist.get(HEALTHY_RESERVE, []))
     records = lesions + added + healthy
     table = count_table(records)
+    write_training_counts(output_dir, {"patches": len(records), "counts": table})
     logger.info(
         "training set: %d lesion (%s), %d healthy (%s)",
         sum(table["lesion"].values()), ", ".join(f"{k} {v}" for k, v in table["lesion"].items()),

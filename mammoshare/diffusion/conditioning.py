@@ -20,7 +20,7 @@ from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
-from ..gan.data import gan_training_records
+from ..obtain import gan_training_records
 
 __all__ = [
     "LESION_CLASSES",
@@ -70,7 +70,7 @@ def class_index(name: str) -> int:
 
 
 def diffusion_training_records(**kwargs: Any) -> list[dict]:
-    """The GAN bundles' training records (:func:`~mammoshare.gan.data.gan_training_records`, same
+    """The GAN bundles' training records (:func:`~mammoshare.obtain.gan_training_records`, same
     arguments), each with its ``class_label`` (index into :data:`LESION_CLASSES`)."""
     records = [dict(r) for r in gan_training_records(**kwargs)]
     for record in records:

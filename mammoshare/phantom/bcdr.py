@@ -36,23 +36,13 @@ import numpy as np
 import tifffile
 
 from ..datalist import PHANTOM_MARKER
+from ..layouts import BCDR_FLAG_COLUMNS as FLAG_COLUMNS
+from ..layouts import BCDR_IMG_COLUMNS as IMG_COLUMNS
+from ..layouts import BCDR_OUTLINE_COLUMNS as OUTLINE_COLUMNS
+from ..layouts import BCDR_VIEWS, bcdr_csv_name, bcdr_folder
 from .synth import PHANTOM_NOTICE, PHANTOM_SHAPE, synth_mammogram
 
 __all__ = ["write_bcdr_phantom", "OUTLINE_COLUMNS", "IMG_COLUMNS", "BCDR_VIEWS"]
-
-OUTLINE_COLUMNS = (
-    "patient_id", "study_id", "series", "lesion_id", "segmentation_id", "image_view", "image_filename",
-    "mammography_type", "lw_x_points", "lw_y_points", "mammography_nodule", "mammography_calcification",
-    "mammography_microcalcification", "mammography_axillary_adenopathy", "mammography_architectural_distortion",
-    "mammography_stroma_distortion", "age", "density", "classification",
-)
-IMG_COLUMNS = (
-    "patient_id", "study_id", "series", "image_filename", "image_type_name", "image_type_id", "age", "density",
-)
-FLAG_COLUMNS = OUTLINE_COLUMNS[10:16]
-
-#: image_view code -> (laterality, view, name used in file names and image_type_name)
-BCDR_VIEWS = {1: ("R", "CC", "RCC"), 2: ("L", "CC", "LCC"), 3: ("R", "MLO", "RO"), 4: ("L", "MLO", "LO")}
 
 #: phantom lesion kind -> (kind drawn by synth_mammogram, flag columns set to 1)
 _LESION_KINDS = {
@@ -127,10 +117,10 @@ class _Dataset:
 
     @property
     def folder(self) -> str:
-        return f"BCDR-{self.code}_dataset"
+        return bcdr_folder(self.code)
 
     def csv_name(self, kind: str) -> str:
-        return f"bcdr_{self.code.lower()}_{kind}.csv"
+        return bcdr_csv_name(self.code, kind)
 
 
 def _write_image(path: Path, pixels14: np.ndarray, film: bool, rgb: bool = False) -> None:

@@ -42,32 +42,14 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ..datalist import PHANTOM_MARKER
+from ..layouts import CBIS_DDSM_CALC_COLUMNS as CALC_COLUMNS
+from ..layouts import CBIS_DDSM_CASE_CSVS as CASE_CSV_NAMES
+from ..layouts import CBIS_DDSM_DICOM_FOLDER as DICOM_FOLDER
+from ..layouts import CBIS_DDSM_MASS_COLUMNS as MASS_COLUMNS
 from .dicom import write_mg_dicom
 from .synth import PHANTOM_NOTICE, PhantomImage, synth_mammogram
 
 __all__ = ["write_cbis_ddsm_phantom", "MASS_COLUMNS", "CALC_COLUMNS", "CASE_CSV_NAMES", "DICOM_FOLDER", "IMAGE_SHAPE"]
-
-#: columns of the real mass case description CSVs, in their order
-MASS_COLUMNS = (
-    "patient_id", "breast_density", "left or right breast", "image view", "abnormality id", "abnormality type",
-    "mass shape", "mass margins", "assessment", "pathology", "subtlety", "image file path",
-    "cropped image file path", "ROI mask file path",
-)
-#: columns of the real calcification case description CSVs ("breast density" with a space)
-CALC_COLUMNS = (
-    "patient_id", "breast density", "left or right breast", "image view", "abnormality id", "abnormality type",
-    "calc type", "calc distribution", "assessment", "pathology", "subtlety", "image file path",
-    "cropped image file path", "ROI mask file path",
-)
-#: (kind, official subset) -> CSV file name
-CASE_CSV_NAMES = {
-    ("mass", "train"): "mass_case_description_train_set.csv",
-    ("mass", "test"): "mass_case_description_test_set.csv",
-    ("calc", "train"): "calc_case_description_train_set.csv",
-    ("calc", "test"): "calc_case_description_test_set.csv",
-}
-#: the folder that holds the DICOM files, as the NBIA Data Retriever names it
-DICOM_FOLDER = "CBIS-DDSM"
 
 #: rows, columns of the phantom's mammograms. Digitised DDSM films have more pixels than INbreast
 #: images, and every CBIS-DDSM image holds lesions that healthy boxes must keep away from: the

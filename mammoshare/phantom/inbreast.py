@@ -35,6 +35,8 @@ import cv2
 import numpy as np
 
 from ..datalist import PHANTOM_MARKER
+from ..layouts import INBREAST_CSV, INBREAST_DICOM_DIR, INBREAST_XML_DIR
+from ..layouts import INBREAST_CSV_HEADER as CSV_HEADER
 from .dicom import write_mg_dicom
 from .synth import PHANTOM_NOTICE, PhantomImage, synth_mammogram
 
@@ -45,7 +47,6 @@ INBREAST_PHANTOM_SPACING_MM = 0.28
 #: the INbreast reader's calcification link distance (``mammoshare.readers.inbreast.cluster_distance_mm``),
 #: repeated here so that writing a phantom does not import the reader (and MONAI)
 CLUSTER_LINK_MM = 5.0
-CSV_HEADER = ("Patient ID", "Patient age", "Laterality", "View", "Acquisition date", "File Name", "ACR", "Bi-Rads")
 
 # OsiriX ROI types: 15 = pencil (closed freehand contour), 19 = 2D point
 _ROI_TYPE_CONTOUR = 15
@@ -321,8 +322,8 @@ def write_inbreast_phantom(root: str | Path, seed: int = 2021) -> Path:
     """
     root = Path(root)
     spacing = INBREAST_PHANTOM_SPACING_MM
-    (root / "AllDICOMs").mkdir(parents=True, exist_ok=True)
-    (root / "AllXML").mkdir(parents=True, exist_ok=True)
+    (root / INBREAST_DICOM_DIR).mkdir(parents=True, exist_ok=True)
+    (root / INBREAST_XML_DIR).mkdir(parents=True, exist_ok=True)
     rows = [";".join(CSV_HEADER)]
     for spec, image, lesions in _generate(seed, spacing):
         window = None
@@ -331,7 +332,7 @@ def write_inbreast_phantom(root: str | Path, seed: int = 2021) -> Path:
             low, high = float(np.percentile(values, 1)), float(values.max())
             window = ((low + high) / 2.0, high - low + 1.0)
         write_mg_dicom(
-            root / "AllDICOMs" / spec.dicom_name,
+            root / INBREAST_DICOM_DIR / spec.dicom_name,
             image.pixels,
             patient_id=spec.patient_id,
             laterality=spec.laterality,
@@ -342,10 +343,10 @@ def write_inbreast_phantom(root: str | Path, seed: int = 2021) -> Path:
             window=window,
         )
         if spec.write_xml:
-            (root / "AllXML" / f"{spec.file_id}.xml").write_bytes(_xml(spec, image, lesions, seed, spacing))
+            (root / INBREAST_XML_DIR / f"{spec.file_id}.xml").write_bytes(_xml(spec, image, lesions, seed, spacing))
         acr = "" if spec.acr is None else str(spec.acr)
         rows.append(";".join(["removed", "removed", spec.laterality, spec.view, spec.date, spec.file_id, acr, spec.birads]))
-    (root / "INbreast.csv").write_text("\n".join(rows) + "\n")
+    (root / INBREAST_CSV).write_text("\n".join(rows) + "\n")
     (root / PHANTOM_MARKER).write_text(
         PHANTOM_NOTICE + "\n\nLayout: INbreast (AllDICOMs/, AllXML/, INbreast.csv). "
         f"Seed {seed}. Pixel spacing {spacing} mm (real INbreast: 0.07 mm).\n"

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..datalist import PHANTOM_MARKER
+from ..layouts import MIAS_INFO
 from .synth import PHANTOM_NOTICE, synth_mammogram
 
 __all__ = ["write_mias_phantom", "MIAS_SIZE", "FILM_SHAPE", "INFO_HEADER", "PHANTOM_PLAN"]
@@ -157,5 +158,5 @@ def write_mias_phantom(root: str | Path, seed: int = 2021) -> Path:
             image, lines = _film(seed, refnum, laterality, bg, rows)
             write_pgm(root / f"{refnum}.pgm", image)
             table.extend(lines)
-    (root / "Info.txt").write_text(INFO_HEADER + "\n".join(table) + "\n")
+    (root / MIAS_INFO).write_text(INFO_HEADER + "\n".join(table) + "\n")
     return root

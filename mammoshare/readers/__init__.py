@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datalist import (
-    load_datalist,
-    write_datalist,
+    HEALTHY_RESERVE,
     TASKS,
     BadCase,
     CaseCollector,
@@ -37,10 +36,11 @@ from ..datalist import (
     read_split_file,
     split_patients,
 )
+from .reserve import DEFAULT_RESERVE_PER_IMAGE, sample_healthy_reserve
 
 __all__ = [
     "DATASETS", "SPLITS", "OFFICIAL_SPLIT_DATASETS", "OFFICIAL_VALIDATION_FRACTION", "get_reader",
-    "build_datalist", "official_split", "obtain_datalist", "datalist_task",
+    "build_datalist", "official_split", "datalist_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ def build_datalist(
     default_pixel_spacing: float | None = None,
     apply_voi: bool | str | None = None,
     calcifications: str | None = None,
+    healthy_reserve_per_image: int | None = None,
 ) -> tuple[dict[str, Any], list[BadCase]]:
     """Read a raw dataset and split it by patient.
 
@@ -156,7 +157,9 @@ def build_datalist(
     with sizes in mm (see :class:`~mammoshare.extraction.PatchGeometry`). ``apply_voi`` None (or
     "auto") is the dataset's default (:data:`~mammoshare.extraction.APPLY_VOI_DEFAULTS`).
     ``calcifications`` (INbreast): ``"roi"`` (one patch per ROI, the paper's; the default) or
-    ``"cluster"``.
+    ``"cluster"``. ``healthy_reserve_per_image`` (None: :data:`~mammoshare.readers.reserve.DEFAULT_RESERVE_PER_IMAGE`):
+    spare healthy boxes per healthy training image for class balancing (the datalist's
+    ``healthy_reserve``, see :mod:`mammoshare.readers.reserve`; 0: none).
 
     Returns the datalist dict (absolute image paths; :func:`~mammoshare.datalist.write_datalist`
     makes them relative) and the bad cases skipped (only with ``skip_bad``; otherwise any bad case
@@ -222,6 +225,8 @@ def build_datalist(
         **geometry.datalist_fields(), calcifications=policy, **extra,
     )
     datalist["lesion_type_counts"] = {s: lesion_type_counts(datalist[s]) for s in ("training", "validation", "test")}
+    per_image = DEFAULT_RESERVE_PER_IMAGE if healthy_reserve_per_image is None else int(healthy_reserve_per_image)
+    datalist[HEALTHY_RESERVE] = sample_healthy_reserve(datalist["training"], per_image, seed)
     for subset in ("training", "validation", "test"):
         counts = Counter(r["label"] for r in datalist[subset])
         logger.info("%s %s: %d lesion, %d healthy patches", dataset, subset, counts[1], counts[0])
@@ -232,7 +237,7 @@ def datalist_task(datalist: str | os.PathLike | None, default: str = "mass") -> 
     """The task a bundle runs: the task a prepared ``datalist`` JSON carries, else ``default``.
 
     Bundles use this as their ``task`` when ``--task`` is not given; a ``--task`` that differs from
-    the datalist's is refused by :func:`obtain_datalist`.
+    the datalist's is refused by :func:`mammoshare.obtain.obtain_datalist`.
     """
     if datalist is None:
         return default
@@ -248,47 +253,3 @@ def datalist_task(datalist: str | os.PathLike | None, default: str = "mass") -> 
     if task not in TASKS:
         raise DatalistError(f"{path}: unknown task {task!r}; a datalist's task is one of {list(TASKS)}")
     return task
-
-
-def obtain_datalist(
-    datalist: str | os.PathLike | None = None,
-    dataset_dir: str | os.PathLike | None = None,
-    dataset: str = "inbreast",
-    task: str = "mass",
-    output_dir: str | os.PathLike = ".",
-    seed: int = 2021,
-    skip_bad: bool = False,
-    apply_voi: bool | str | None = None,
-) -> tuple[dict[str, Any], Path]:
-    """The datalist a bundle trains on, and where it is.
-
-    In this order: ``datalist`` (a prepared datalist JSON; its task must be ``task``), ``dataset_dir``
-    (a raw dataset root of type ``dataset``, read with the seed; the datalist is written to
-    ``output_dir``), or, when neither is given, the phantom ``dataset`` written under
-    ``output_dir/phantom`` (logged loudly: demo and test data with no clinical meaning).
-    ``apply_voi`` is used when the datalist is built here (None: the dataset's default); a prepared
-    datalist's records keep the setting they were built with.
-    """
-    if datalist is not None:
-        source = Path(datalist)
-        data = load_datalist(source)
-        if data.get("task") not in (None, task):
-            raise DatalistError(
-                f"{source} is a datalist of the task {data.get('task')!r}, but this run is for the task "
-                f"{task!r}: pass --task {data.get('task')} or a datalist built with --task {task}"
-            )
-        return data, source
-    if dataset_dir is None:
-        from ..phantom import write_phantoms
-
-        phantom_root = Path(output_dir) / "phantom"
-        if not (phantom_root / dataset).is_dir():
-            write_phantoms(phantom_root, seed=seed, datasets=[dataset])
-        dataset_dir = phantom_root / dataset
-        logger.warning(
-            "no --dataset_dir or --datalist given: using the PHANTOM %s data in %s "
-            "(synthetic, no clinical meaning; for a demo or a test only)", dataset, dataset_dir,
-        )
-    data, bad_cases = build_datalist(dataset, dataset_dir, task=task, seed=seed, skip_bad=skip_bad, apply_voi=apply_voi)
-    source = write_datalist(data, Path(output_dir) / f"{dataset}_{task}_datalist.json", bad_cases)
-    return load_datalist(source), source

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -41,20 +40,15 @@ from transforms import read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
 from ..extraction import PatchGeometry
+from ..layouts import BCDR_FLAG_COLUMNS, BCDR_FOLDER, BCDR_VIEWS, bcdr_csv_name
 
 __all__ = ["read_bcdr", "find_bcdr_csvs", "OUTLINE_REQUIRED", "HEALTHY_REQUIRED", "HEALTHY_DATASETS"]
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "bcdr"
-FLAG_TYPES = {
-    "mammography_nodule": "mass",
-    "mammography_calcification": "calcification",
-    "mammography_microcalcification": "calcification",
-    "mammography_axillary_adenopathy": "adenopathy",
-    "mammography_architectural_distortion": "distortion",
-    "mammography_stroma_distortion": "distortion",
-}
+#: the outline CSV's flag columns -> lesion type
+FLAG_TYPES = dict(zip(BCDR_FLAG_COLUMNS, ("mass", "calcification", "calcification", "adenopathy", "distortion", "distortion")))
 OUTLINE_REQUIRED = (
     "patient_id", "study_id", "series", "lesion_id", "segmentation_id", "image_view", "image_filename",
     "lw_x_points", "lw_y_points", *FLAG_TYPES, "density", "classification",
@@ -63,29 +57,28 @@ HEALTHY_REQUIRED = ("patient_id", "study_id", "image_filename", "image_type_name
 #: dataset codes whose img CSV lists healthy images
 HEALTHY_DATASETS = ("DN01",)
 #: image_view code -> (laterality, view)
-VIEW_CODES = {1: ("R", "CC"), 2: ("L", "CC"), 3: ("R", "MLO"), 4: ("L", "MLO")}
+VIEW_CODES = {code: (side, view) for code, (side, view, _) in BCDR_VIEWS.items()}
 VIEW_NAMES = {"RCC": 1, "LCC": 2, "RO": 3, "RMLO": 3, "LO": 4, "LMLO": 4}
 
 _EMPTY_CSV = (
     "the CSV has its header but no {what} rows, so this dataset folder gives no {gives}; "
     "restore the CSV from the BCDR download, or remove the folder"
 )
-_FOLDER = re.compile(r"^BCDR-([A-Za-z]+\d+)_dataset$", re.IGNORECASE)
 
 
 def _dataset_folders(root: Path) -> list[Path]:
     """``BCDR-*_dataset`` folders: the root itself, its children and grandchildren."""
     candidates = [root, *root.glob("*"), *root.glob("*/*")]
-    return sorted({p for p in candidates if p.is_dir() and _FOLDER.match(p.name)})
+    return sorted({p for p in candidates if p.is_dir() and BCDR_FOLDER.match(p.name)})
 
 
 def find_bcdr_csvs(root: str | os.PathLike) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
     """``(outline CSVs, healthy img CSVs)`` under ``root`` as ``(dataset code, path)`` pairs."""
     outlines, healthy = [], []
     for folder in _dataset_folders(Path(root)):
-        code = _FOLDER.match(folder.name).group(1).upper()
-        outline_csv = folder / f"bcdr_{code.lower()}_outlines.csv"
-        img_csv = folder / f"bcdr_{code.lower()}_img.csv"
+        code = BCDR_FOLDER.match(folder.name).group(1).upper()
+        outline_csv = folder / bcdr_csv_name(code, "outlines")
+        img_csv = folder / bcdr_csv_name(code, "img")
         if outline_csv.is_file():
             outlines.append((code, outline_csv))
         if code in HEALTHY_DATASETS and img_csv.is_file():

@@ -50,6 +50,7 @@ from transforms import MammogramError, read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
 from ..extraction import PatchGeometry
+from ..layouts import CBIS_DDSM_CASE_CSVS, CBIS_DDSM_DICOM_FOLDER
 
 __all__ = [
     "read_cbis_ddsm",
@@ -74,11 +75,10 @@ SOURCE = "cbis-ddsm"
 #: outline may miss), so that a healthy patch never shows part of an annotated lesion.
 HEALTHY_DISTANCE_PX = 64
 #: the folder of the DICOM files, as the NBIA Data Retriever names it
-DICOM_FOLDER = "CBIS-DDSM"
+DICOM_FOLDER = CBIS_DDSM_DICOM_FOLDER
 #: kind -> case description CSVs of that kind, with their official subset
 CASE_CSVS = {
-    "mass": (("mass_case_description_train_set.csv", "train"), ("mass_case_description_test_set.csv", "test")),
-    "calc": (("calc_case_description_train_set.csv", "train"), ("calc_case_description_test_set.csv", "test")),
+    kind: tuple((name, subset) for (k, subset), name in CBIS_DDSM_CASE_CSVS.items() if k == kind) for kind in ("mass", "calc")
 }
 #: the density column is ``breast_density`` in the mass CSVs and ``breast density`` in the calc CSVs
 DENSITY_COLUMNS = ("breast_density", "breast density")

@@ -57,6 +57,7 @@ from transforms import read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
 from ..extraction import CALCIFICATION_POLICIES, DEFAULT_CALCIFICATIONS, PatchGeometry
+from ..layouts import INBREAST_CSV, INBREAST_DICOM_DIR, INBREAST_REQUIRED_COLUMNS, INBREAST_XML_DIR
 
 __all__ = [
     "read_inbreast",
@@ -76,7 +77,7 @@ logger = logging.getLogger(__name__)
 cluster_distance_mm = 5.0
 #: the INbreast detector's pixel spacing, used when a DICOM header has none
 DEFAULT_PIXEL_SPACING_MM = 0.07
-REQUIRED_COLUMNS = ("Laterality", "View", "File Name", "ACR", "Bi-Rads")
+REQUIRED_COLUMNS = INBREAST_REQUIRED_COLUMNS
 ROI_LESION_TYPES = {
     "mass": "mass",
     "spiculated region": "mass",
@@ -296,9 +297,9 @@ def read_inbreast(
         raise DatalistError(f"unknown calcification policy {calcifications!r}; use one of {list(CALCIFICATION_POLICIES)}")
     geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
     root = Path(root)
-    csv_path = root / "INbreast.csv"
-    dicom_dir = root / "AllDICOMs"
-    xml_dir = root / "AllXML"
+    csv_path = root / INBREAST_CSV
+    dicom_dir = root / INBREAST_DICOM_DIR
+    xml_dir = root / INBREAST_XML_DIR
     for path, what in ((csv_path, "file"), (dicom_dir, "folder"), (xml_dir, "folder")):
         if not (path.is_file() if what == "file" else path.is_dir()):
             raise DatalistError(f"{path}: INbreast {what} not found (expected INbreast.csv, AllDICOMs/ and AllXML/ in {root})")

@@ -52,6 +52,7 @@ from transforms import MammogramError, read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
 from ..extraction import PatchGeometry
+from ..layouts import MIAS_INFO
 
 __all__ = [
     "read_mias",
@@ -86,7 +87,7 @@ LESION_TYPE_OF_CLASS = {
 CLASSES = (*LESION_TYPE_OF_CLASS, "NORM")
 MASS_CLASSES = ("CIRC", "SPIC", "MISC")
 SEVERITIES = ("B", "M")
-INFO_NAMES = ("info.txt",)
+INFO_NAMES = (MIAS_INFO.lower(),)
 _REFNUM = re.compile(r"^mdb(\d{3})$", re.IGNORECASE)
 _IMAGE_NAME = re.compile(r"^(mdb\d{3})\.(pgm|png)$", re.IGNORECASE)
 _TABLE_HEADER = ("REFNUM", "BG", "CLASS", "SEVERITY")

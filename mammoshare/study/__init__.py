@@ -4,6 +4,7 @@
 :func:`run_study`. Modules: :mod:`.presets` (rows, tasks, presets), :mod:`.inputs` (datasets,
 generator files, demo phantom and OPTIMAM-layout generator), :mod:`.runner` (plan and run, resume,
 GPU workers), :mod:`.stages` (stage records, hashes, logs), :mod:`.kinds` (what each stage runs),
+:mod:`.execute` (one stage run and recorded),
 :mod:`.tables` (aggregation and formatting), :mod:`.report` (runs.json, plot, report.md),
 :mod:`.worker` (the GPU worker process).
 """

@@ -48,7 +48,8 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
                    help="positive class of F1/AUROC/AUPRC (healthy = the paper's convention)")
     p.add_argument("--device", help="device of every bundle (default: CUDA when available)")
     p.add_argument("--num-workers", type=int, help="data loader worker processes of the bundles (default 0)")
-    p.add_argument("--bundles", type=Path, help="the folder of the bundles (default: the repository's bundles/)")
+    p.add_argument("--bundles", type=Path, help="the folder of the bundles (default: bundles/ of the current folder, else of the checkout "
+                   "the package runs from; an installed package needs it)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad dataset cases when building datalists")
     p.add_argument("--gpus", type=_gpu_list, metavar="0,1,...",
                    help="GPUs to run the cells and GAN trainings on, one at a time per GPU (default: every GPU "

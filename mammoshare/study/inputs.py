@@ -4,7 +4,6 @@ is missing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -12,7 +11,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..hashing import sha256_file
 from .presets import TASKS, Preset
+from .stages import captured_logs, describe_error, run_bundle
 
 __all__ = [
     "StudyInputs",
@@ -70,14 +71,6 @@ def parse_bcdr_generators(items: list[str] | None) -> dict[str, dict[str, Path]]
             raise ValueError(f"--bcdr-generators: the task {task!r} is given twice")
         result[task] = {"dcgan": Path(parts[0]).absolute(), "wgangp": Path(parts[1]).absolute()}
     return result
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_phantom(out: Path, dataset: str, seed: int) -> Path:
@@ -145,8 +138,6 @@ def _check_optimam_bundle(bundles_dir: Path, folder: Path, device: str | None) -
 
     Returns ``(file, network overrides, None)`` when the bundle loads it, else ``(None, {}, reason)``.
     The outcome is cached in ``folder/check.json`` (keyed by the file's and the config's hashes)."""
-    from .stages import captured_logs, describe_error, run_bundle
-
     bundle = bundles_dir / OPTIMAM_BUNDLE
     config = bundle / "configs" / "inference.json"
     if not config.is_file():
@@ -154,7 +145,7 @@ def _check_optimam_bundle(bundles_dir: Path, folder: Path, device: str | None) -
             f"demo: the OPTIMAM generator bundle bundles/{OPTIMAM_BUNDLE} (configs/inference.json) is not available, "
             "so no demo OPTIMAM-layout generator was built; give --optimam-generator FILE with a real one"
         )
-    config_sha = file_sha256(config)
+    config_sha = sha256_file(config)
     folder.mkdir(parents=True, exist_ok=True)
     cache = folder / "check.json"
     try:
@@ -170,7 +161,7 @@ def _check_optimam_bundle(bundles_dir: Path, folder: Path, device: str | None) -
         path = folder / f"ngf{ngf}" / OPTIMAM_WEIGHTS_NAME
         if not path.is_file():
             build_demo_optimam_generator(path, ngf=ngf)
-        key = {"file_sha256": file_sha256(path), "config_sha256": config_sha, "network": network}
+        key = {"file_sha256": sha256_file(path), "config_sha256": config_sha, "network": network}
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         result = cached.get(str(ngf))
         if not result or result.get("key") != key:

@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .stages import run_bundle
+from ..datalist import SYNTHETIC_DATALIST, read_training_counts
+from .stages import StageError, describe_error, run_bundle
 
 __all__ = ["KINDS", "SYNTHETIC_SUBDIR", "DATALIST_FILE", "METRICS_FILE", "AUDIT_SUBDIR"]
 
@@ -79,11 +80,9 @@ def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str
         "resume": bool(resume),
         **{k: v for k, v in runtime.items() if v is not None},
     }
-    workflow = run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides), keep=True)
-    records = workflow.parser.get_parsed_content("train#records")
-    trained_on = {"subsets": overrides["subsets"], "patches": len(records),
-                  "patients": len({r["patient_id"] for r in records})}
-    del workflow, records
+    run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides))
+    written = read_training_counts(folder / "run")
+    trained_on = {"subsets": written["subsets"], "patches": written["patches"], "patients": written["patients"]}
     model = folder / "run" / "model.pt"
     if not model.is_file():
         raise FileNotFoundError(f"{model}: the GAN training wrote no generator weights")
@@ -140,17 +139,14 @@ def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> di
         run_bundle(Path(inputs["config_file"]), overrides, required=required)
     except Exception as e:
         if gan_dir is None:
-            from .stages import StageError, describe_error
-
             raise StageError(
                 f"the generator file given as {inputs.get('option')} cannot be sampled with "
                 f"{Path(inputs['config_file']).parent.parent.name}: {describe_error(e)}"
             ) from None
         raise
-    datalist_path = out / "synthetic_datalist.json"
-    data = load_datalist(datalist_path)
+    data = load_datalist(out / SYNTHETIC_DATALIST)
     return {
-        "datalist": f"{SYNTHETIC_SUBDIR}/synthetic_datalist.json",
+        "datalist": f"{SYNTHETIC_SUBDIR}/{SYNTHETIC_DATALIST}",
         "count": len(data["training"]),
         "generator": data.get("generator", {}),
     }
@@ -169,7 +165,7 @@ def run_audit_stage(spec: dict, folder: Path, study_dir: Path, resume: bool) -> 
     train, holdout = config["train"], config["holdout"]
     encoder = {"steps": config["encoder_steps"]} if config.get("encoder_steps") else None
     run_audit(
-        synthetic=samples / "synthetic_datalist.json", train=inputs["train"], holdout=inputs["holdout"],
+        synthetic=samples / SYNTHETIC_DATALIST, train=inputs["train"], holdout=inputs["holdout"],
         out=folder / AUDIT_SUBDIR, num_samples=None, features=config["features"], seed=config["seed"],
         train_subsets=tuple(train["subsets"]), holdout_subsets=tuple(holdout["subsets"]), labels=train["labels"],
         skip_bad=bool(config.get("skip_bad", False)), cache_dir=folder / "encoder_cache", encoder_settings=encoder,
@@ -196,8 +192,6 @@ def _metrics_summary(metrics: dict) -> tuple[dict, dict]:
 def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
     import time
 
-    from ..classifier.data import count_table
-
     config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
     settings = config["classifier_settings"]
     common = {
@@ -223,15 +217,14 @@ def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[st
     }
     start = time.perf_counter()
     workflow = run_bundle(Path(inputs["train_config"]), train_overrides, required=tuple(train_overrides), keep=True)
-    records = workflow.parser.get_parsed_content("train#records")
-    counts = count_table(records)
+    counts = read_training_counts(folder / "train")["counts"]
     best = {}
     try:
         evaluator = workflow.parser.get_parsed_content("validate#evaluator")
         best = {"val_auprc": float(evaluator.state.best_metric), "epoch": int(evaluator.state.best_metric_epoch)}
     except Exception:  # noqa: BLE001 - informative only
         best = {}
-    del workflow, records
+    del workflow
     train_seconds = time.perf_counter() - start
     checkpoint = folder / "train" / "model.pt"
     if not checkpoint.is_file():

@@ -30,10 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .inputs import OPTIMAM_BUNDLE, StudyInputs, file_sha256, parse_bcdr_generators, resolve_inputs
+from ..datalist import SYNTHETIC_DATALIST
+from ..hashing import sha256_file
+from .inputs import OPTIMAM_BUNDLE, StudyInputs, parse_bcdr_generators, resolve_inputs
 from .kinds import AUDIT_SUBDIR, DATALIST_FILE, METRICS_FILE, SYNTHETIC_SUBDIR
 from .presets import CLASSIFIERS, FRACTIONS, GENERATORS, PRESETS, ROWS, TASKS, Preset, Row, fraction_label, row_by_key
-from .stages import config_hash, execute_spec, read_record, record_is_reusable, stage_dir, write_json_atomically
+from .execute import execute_spec
+from .stages import config_hash, read_record, record_is_reusable, stage_dir, write_json_atomically
 
 __all__ = ["StudyOptions", "StudyResult", "Plan", "plan_study", "run_study", "default_bundles_dir"]
 
@@ -43,9 +46,26 @@ NOT_SELECTED = "not selected in this run (--only / --tasks / --classifiers / --f
 PHASES = ("datalist", "gan", "synthetic", "audit", "cell")
 
 
-def default_bundles_dir() -> Path:
-    """The repository's ``bundles/`` folder (beside the ``mammoshare`` package)."""
-    return Path(__file__).resolve().parents[2] / "bundles"
+#: the bundles a study needs in its bundles folder
+STUDY_BUNDLES = ("classifier_inbreast", "dcgan_bcdr", "wgangp_bcdr")
+
+
+def _holds_bundles(folder: Path) -> bool:
+    return all((folder / bundle / "configs").is_dir() for bundle in STUDY_BUNDLES)
+
+
+def default_bundles_dir(cwd: Path | None = None) -> Path:
+    """The folder of the bundles when ``--bundles`` is not given: ``bundles/`` of the current
+    folder, else of the checkout the ``mammoshare`` package runs from (an editable install); an
+    installed package carries no bundles, so then the error asks for ``--bundles DIR``."""
+    candidates = [Path(cwd or Path.cwd()).absolute() / "bundles", Path(__file__).resolve().parents[2] / "bundles"]
+    for folder in candidates:
+        if _holds_bundles(folder):
+            return folder
+    raise ValueError(
+        f"no bundles folder found (looked in {', '.join(str(c) for c in candidates)}): give --bundles DIR, the "
+        f"folder that holds the bundles {', '.join(STUDY_BUNDLES)} (the repository's bundles/)"
+    )
 
 
 @dataclass
@@ -126,7 +146,7 @@ def _bundle_config(bundles_dir: Path, bundle: str, name: str) -> Path:
 
 
 def _config_sha(path: Path) -> str | None:
-    return file_sha256(path) if path.is_file() else None
+    return sha256_file(path) if path.is_file() else None
 
 
 def _selection(options: StudyOptions) -> dict[str, list]:
@@ -175,7 +195,7 @@ def plan_study(options: StudyOptions) -> Plan:
     study_dir = Path(options.out).absolute()
     study_dir.mkdir(parents=True, exist_ok=True)
     bundles_dir = Path(options.bundles_dir).absolute() if options.bundles_dir else default_bundles_dir()
-    for bundle in ("classifier_inbreast", "dcgan_bcdr", "wgangp_bcdr"):
+    for bundle in STUDY_BUNDLES:
         if not (bundles_dir / bundle / "configs").is_dir():
             raise ValueError(f"{bundles_dir / bundle}: bundle not found (give --bundles DIR, the folder of the bundles)")
     generators = options.bcdr_generators
@@ -231,7 +251,7 @@ def plan_study(options: StudyOptions) -> Plan:
                 "label": f"synthetic set of the {label}",
                 "dir": "stages/synthetic/optimam",
                 "config": {"generator": generator, "bundle": bundle, "task": "mass", "num_samples": preset.synthetic_count,
-                           "seed": preset.synthetic_seed, "source": "file", "file_sha256": file_sha256(inputs.optimam_file)
+                           "seed": preset.synthetic_seed, "source": "file", "file_sha256": sha256_file(inputs.optimam_file)
                            if inputs.optimam_file.is_file() else None, "network": dict(inputs.optimam_network),
                            "bundle_config_sha256": _config_sha(config_file)},
                 "inputs": {"config_file": str(config_file), "checkpoint": str(inputs.optimam_file),
@@ -249,7 +269,7 @@ def plan_study(options: StudyOptions) -> Plan:
                 "kind": "synthetic",
                 "label": f"synthetic set of the {label} file for the task {task}",
                 "dir": f"stages/synthetic/{generator}_{task}",
-                "config": {**common, "source": "file", "file_sha256": file_sha256(file) if file.is_file() else None},
+                "config": {**common, "source": "file", "file_sha256": sha256_file(file) if file.is_file() else None},
                 "inputs": {"config_file": str(config_file), "checkpoint": str(file),
                            "option": f"--bcdr-generators {task}=..."},
                 "runtime": runtime,
@@ -359,7 +379,7 @@ def plan_study(options: StudyOptions) -> Plan:
                                 "train_config": str(train_config),
                                 "eval_config": str(eval_config),
                                 "datalist": str(stage_dir(study_dir, deps[0]) / DATALIST_FILE),
-                                "synthetic": [str(stage_dir(study_dir, s) / SYNTHETIC_SUBDIR / "synthetic_datalist.json")
+                                "synthetic": [str(stage_dir(study_dir, s) / SYNTHETIC_SUBDIR / SYNTHETIC_DATALIST)
                                               for s in sources],
                                 "real_lesions": str(stage_dir(study_dir, real) / DATALIST_FILE) if real else None,
                             },

@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import gc
-import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import time
-import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ..hashing import sha256_text
 
 __all__ = [
     "STAGE_FILE",
@@ -44,7 +41,7 @@ __all__ = [
     "StageError",
     "captured_logs",
     "run_bundle",
-    "execute_spec",
+    "placement",
     "stage_dir",
 ]
 
@@ -52,14 +49,15 @@ logger = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
 LOG_FILE = "log.txt"
-#: bump when a stage's meaning changes incompatibly, so that old records are not reused
-RECORD_VERSION = 1
+#: bump when a stage's meaning changes incompatibly, so that old records are not reused (2: datalists
+#: carry a healthy reserve, runs write training_counts.json)
+RECORD_VERSION = 2
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a stage config (with the record version)."""
     text = json.dumps({"record_version": RECORD_VERSION, "config": config}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 def now() -> str:
@@ -219,23 +217,6 @@ def run_bundle(config_file: Path, overrides: dict[str, Any], required: tuple[str
     return workflow if keep else None
 
 
-# ----------------------------------------------------------------------------------------------
-# executing one stage
-# ----------------------------------------------------------------------------------------------
-
-
-def _clear(folder: Path, keep: tuple[str, ...] = ()) -> None:
-    if folder.exists():
-        for child in folder.iterdir():
-            if child.name in keep:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-
-
 def placement(runtime: dict) -> str:
     """Where a stage runs, for its record and the report: ``"GPU 1 (NVIDIA ...)"`` for a worker pinned
     to a GPU, else the device of this process (``"cpu"``, ``"cuda (NVIDIA ...)"``); a CPU worker of
@@ -254,52 +235,3 @@ def placement(runtime: dict) -> str:
         return f"{device} (worker of the {slot} slot)" if slot else device
     where = slot or device
     return f"{where} ({name})" if name else where
-
-
-def execute_spec(spec: dict, study_dir: Path, console_level: int = logging.ERROR) -> dict:
-    """Run one stage in this process and write its record; returns the record.
-
-    Never raises for a failure of the stage itself (the record says ``failed`` with the error);
-    KeyboardInterrupt leaves the record ``running`` (an interrupted stage, run again next time)."""
-    from .kinds import KINDS
-
-    study_dir = Path(study_dir).absolute()
-    folder = stage_dir(study_dir, spec)
-    previous = read_record(folder)
-    resume = (
-        spec["kind"] == "gan"
-        and previous is not None
-        and previous.get("status") == "running"
-        and previous.get("hash") == spec["hash"]
-        and (folder / "run" / "last.pt").is_file()
-    )
-    _clear(folder, keep=("run",) if resume else ())
-    record = {
-        "id": spec["id"],
-        "kind": spec["kind"],
-        "label": spec.get("label", spec["id"]),
-        "hash": spec["hash"],
-        "config": spec["config"],
-        "runtime": spec.get("runtime", {}),
-        "status": "running",
-        "started": now(),
-        "resumed": resume,
-        "ran_on": placement(spec.get("runtime", {})),
-    }
-    write_json_atomically(folder / STAGE_FILE, record)
-    start = time.perf_counter()
-    with captured_logs(folder / LOG_FILE, console_level) as collected:
-        logger.info("stage %s (%s), config hash %s", spec["id"], spec.get("label", ""), spec["hash"])
-        try:
-            outputs = KINDS[spec["kind"]](spec, folder, study_dir, resume)
-            record.update(status="done", outputs=outputs)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # noqa: BLE001 - a failed stage is recorded, the study goes on
-            record.update(status="failed", error=describe_error(e))
-            logging.getLogger(__name__).error("stage %s failed:\n%s", spec["id"], traceback.format_exc())
-        finally:
-            gc.collect()
-    record.update(finished=now(), seconds=round(time.perf_counter() - start, 3), warnings=collected.messages)
-    write_json_atomically(folder / STAGE_FILE, record)
-    return record
