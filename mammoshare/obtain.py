@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .bundle import flag
 from .datalist import SUBSETS, DatalistError, load_datalist, write_datalist, write_training_counts
 from .phantom import write_phantoms
 from .readers import build_datalist
@@ -43,6 +44,7 @@ def obtain_datalist(
     ``apply_voi`` is used when the datalist is built here (None: the dataset's default); a prepared
     datalist's records keep the setting they were built with.
     """
+    skip_bad = flag(skip_bad, "skip_bad")
     if datalist is not None:
         source = Path(datalist)
         data = load_datalist(source)
