@@ -39,7 +39,7 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
                    help="shared BCDR generator files per task instead of training them, e.g. mass=dcgan.pt,wgangp.pt")
     p.add_argument("--optimam-generator", type=Path, metavar="FILE",
                    help="the OPTIMAM DCGAN (medigan 00002: malign_mass_gen or MALIGN_DCGAN.zip)")
-    p.add_argument("--seeds", type=int, help="number of classifier seeds (demo 2, paper 3)")
+    p.add_argument("--seeds", type=int, help="number of classifier seeds (demo 1, paper 3)")
     p.add_argument("--only", nargs="+", metavar="ROW", help=f"run these augmentation rows only: {' '.join(ROW_KEYS)}")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="run these tasks only")
     p.add_argument("--classifiers", nargs="+", choices=list(CLASSIFIERS), help="run these classifiers only")
