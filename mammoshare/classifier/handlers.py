@@ -264,44 +264,42 @@ def positive_class_output_transform(positive_class: str = "lesion") -> Callable:
     return transform
 
 
-def _check_both_classes(handler: ROCAUC | AveragePrecision, name: str, positive_class: str) -> None:
-    """Raise before MONAI's metric would return NaN with a warning: no patch (NotComputableError),
-    or one class only (ValueError), among the patches collected this run (all ranks)."""
-    buffer = handler.metric_fn.get_buffer()
-    y = None if buffer is None else buffer[1]
-    if y is None or y.numel() == 0:
-        raise NotComputableError(f"{name} needs at least one patch before it can be computed")
-    if y.min() == y.max():
-        raise ValueError(
-            f"{name} (positive class {positive_class}) is undefined: the evaluated patches hold one class only"
-        )
+class _PositiveClassMetric:
+    """What both validation metrics add to their MONAI handler: the output transform to
+    P(positive class), and a clear error instead of NaN (no patch, or one class only)."""
+
+    metric_name = ""
+
+    def __init__(self, positive_class: str = "lesion"):
+        self.positive_class = positive_class
+        super().__init__(output_transform=positive_class_output_transform(positive_class))
+
+    def compute(self) -> Any:
+        buffer = self.metric_fn.get_buffer()  # this run's patches, gathered over all ranks
+        y = None if buffer is None else buffer[1]
+        if y is None or y.numel() == 0:
+            raise NotComputableError(f"{self.metric_name} needs at least one patch before it can be computed")
+        if y.min() == y.max():
+            raise ValueError(
+                f"{self.metric_name} (positive class {self.positive_class}) is undefined: the evaluated patches "
+                "hold one class only"
+            )
+        return super().compute()
 
 
-class PositiveClassAUPRC(AveragePrecision):
+class PositiveClassAUPRC(_PositiveClassMetric, AveragePrecision):
     """MONAI ``AveragePrecision`` handler (equal to sklearn's ``average_precision_score``) of
     P(positive class) over all patches of a run. Reads MONAI engine outputs (decollated
     ``{"pred", "label"}`` dicts) directly, so
     ``SupervisedEvaluator(key_val_metric={"val_auprc": PositiveClassAUPRC()})`` works; one class only
     raises ValueError."""
 
-    def __init__(self, positive_class: str = "lesion"):
-        self.positive_class = positive_class
-        super().__init__(output_transform=positive_class_output_transform(positive_class))
-
-    def compute(self) -> Any:
-        _check_both_classes(self, "AUPRC", self.positive_class)
-        return super().compute()
+    metric_name = "AUPRC"
 
 
-class PositiveClassAUROC(ROCAUC):
+class PositiveClassAUROC(_PositiveClassMetric, ROCAUC):
     """MONAI ``ROCAUC`` handler (equal to sklearn's ``roc_auc_score``) of P(positive class) over all
     patches of a run (same input as :class:`PositiveClassAUPRC`; AUROC is the same for both positive
     classes)."""
 
-    def __init__(self, positive_class: str = "lesion"):
-        self.positive_class = positive_class
-        super().__init__(output_transform=positive_class_output_transform(positive_class))
-
-    def compute(self) -> Any:
-        _check_both_classes(self, "AUROC", self.positive_class)
-        return super().compute()
+    metric_name = "AUROC"

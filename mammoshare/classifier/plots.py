@@ -9,7 +9,7 @@ Out: the path written.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,73 +44,59 @@ def _interval_text(interval: Mapping | None, level: float) -> str:
     return f" [{interval['low']:.3f}, {interval['high']:.3f}] ({100 * level:g}% CI)"
 
 
-def _save_curve(figure, ax, path: str | os.PathLike, xlabel: str, ylabel: str, title: str, legend_loc: str) -> Path:
-    """Unit-square axes of a curve (ROC or PR) labelled, then the figure saved at ``path``."""
+def _plot_curve(
+    path: str | os.PathLike, draw: Callable, axis_labels: tuple[str, str], title: str, legend_loc: str
+) -> Path:
+    """A curve (ROC or PR) drawn by ``draw(ax)`` on unit-square axes, labelled, saved at ``path``."""
+    figure = _new_figure()
+    ax = figure.add_subplot(1, 1, 1)
+    draw(ax)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     ax.set_title(title)
     ax.legend(loc=legend_loc, fontsize="small")
     ax.set_aspect("equal")
     return _save_figure(figure, path)
 
 
-def plot_roc_curve(
-    path: str | os.PathLike,
-    labels: Any,
-    probabilities: Any,
-    positive_class: str = "lesion",
-    interval: Mapping | None = None,
-    level: float = 0.95,
-) -> Path:
+def plot_roc_curve(path: str | os.PathLike, labels: Any, probabilities: Any, positive_class: str = "lesion",
+                   interval: Mapping | None = None, level: float = 0.95) -> Path:
     """ROC curve of P(positive class) as a PNG at ``path`` (AUROC, and its interval if given, in the
     legend; the positive class in the title). Returns the path."""
     y_true, probabilities = positive_targets(labels, probabilities, positive_class)
     fpr, tpr, _ = roc_curve(y_true, probabilities)
     auroc = roc_auc_score(y_true, probabilities)
-    figure = _new_figure()
-    ax = figure.add_subplot(1, 1, 1)
-    ax.plot(fpr, tpr, color="tab:blue", lw=2, label=f"AUROC = {auroc:.3f}{_interval_text(interval, level)}")
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
-    return _save_curve(
-        figure,
-        ax,
-        path,
-        xlabel=f"false positive rate ({negative_class(positive_class)} patches called {positive_class})",
-        ylabel=f"true positive rate (sensitivity for {positive_class})",
-        title=f"ROC curve, positive class: {positive_class}",
-        legend_loc="lower right",
+
+    def draw(ax) -> None:
+        ax.plot(fpr, tpr, color="tab:blue", lw=2, label=f"AUROC = {auroc:.3f}{_interval_text(interval, level)}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+
+    axis_labels = (
+        f"false positive rate ({negative_class(positive_class)} patches called {positive_class})",
+        f"true positive rate (sensitivity for {positive_class})",
     )
+    return _plot_curve(path, draw, axis_labels, f"ROC curve, positive class: {positive_class}", "lower right")
 
 
-def plot_pr_curve(
-    path: str | os.PathLike,
-    labels: Any,
-    probabilities: Any,
-    positive_class: str = "lesion",
-    interval: Mapping | None = None,
-    level: float = 0.95,
-) -> Path:
+def plot_pr_curve(path: str | os.PathLike, labels: Any, probabilities: Any, positive_class: str = "lesion",
+                  interval: Mapping | None = None, level: float = 0.95) -> Path:
     """Precision-recall curve of P(positive class) as a PNG at ``path`` (AUPRC, its interval if given
     and the no-skill baseline = prevalence of the positive class in the legend). Returns the path."""
     y_true, probabilities = positive_targets(labels, probabilities, positive_class)
     precision, recall, _ = precision_recall_curve(y_true, probabilities)
     auprc = average_precision_score(y_true, probabilities)
     prevalence = float(y_true.mean())
-    figure = _new_figure()
-    ax = figure.add_subplot(1, 1, 1)
-    ax.step(recall, precision, where="post", color="tab:orange", lw=2,
-            label=f"AUPRC = {auprc:.3f}{_interval_text(interval, level)}")
-    ax.axhline(prevalence, color="grey", lw=1, ls="--", label=f"baseline (prevalence) = {prevalence:.3f}")
-    return _save_curve(
-        figure,
-        ax,
-        path,
-        xlabel=f"recall ({positive_class})",
-        ylabel=f"precision ({positive_class})",
-        title=f"Precision-recall curve, positive class: {positive_class}",
-        legend_loc="lower left",
+
+    def draw(ax) -> None:
+        ax.step(recall, precision, where="post", color="tab:orange", lw=2,
+                label=f"AUPRC = {auprc:.3f}{_interval_text(interval, level)}")
+        ax.axhline(prevalence, color="grey", lw=1, ls="--", label=f"baseline (prevalence) = {prevalence:.3f}")
+
+    axis_labels = (f"recall ({positive_class})", f"precision ({positive_class})")
+    return _plot_curve(
+        path, draw, axis_labels, f"Precision-recall curve, positive class: {positive_class}", "lower left"
     )
 
 
