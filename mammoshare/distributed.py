@@ -150,14 +150,15 @@ class ResumeOnly:
 
 def rank_handlers(handlers: Sequence[Any] | None) -> list[Any]:
     """The handlers of this process: all on process 0; elsewhere only those that change training
-    (the epoch seeder, with this process's seed; validation; early stopping), and the GAN
-    checkpointer as :class:`ResumeOnly`. Checkpoints, previews, logs and TensorBoard are process 0's."""
+    (the epoch seeder, with this process's seed; validation; early stopping), and a training
+    checkpointer (GAN, diffusion) as :class:`ResumeOnly`. Checkpoints, previews, logs and TensorBoard are process 0's."""
     handlers = list(handlers or [])
     if is_main_process():
         return handlers
     from monai.handlers import EarlyStopHandler, ValidationHandler
 
-    from .gan.handlers import EpochSeeder, GANCheckpointer
+    from .gan.handlers import EpochSeeder
+    from .handlers import TrainingCheckpointer
 
     kept: list[Any] = []
     for handler in handlers:
@@ -166,6 +167,6 @@ def rank_handlers(handlers: Sequence[Any] | None) -> list[Any]:
             kept.append(handler)
         elif isinstance(handler, (ValidationHandler, EarlyStopHandler)):
             kept.append(handler)
-        elif isinstance(handler, GANCheckpointer):
+        elif isinstance(handler, TrainingCheckpointer):
             kept.append(ResumeOnly(handler))
     return kept

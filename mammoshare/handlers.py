@@ -1,16 +1,33 @@
-"""Ignite handlers shared by the bundles."""
+"""Ignite handlers shared by the bundles: progress bar, averaged losses, kill-safe checkpoints, and
+the bases of the generative bundles' training checkpointers and preview grids."""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from PIL import Image
 
-__all__ = ["EpochProgressBar", "AveragedLossLogger", "AtomicCheckpointSaver"]
+from mammoshare.atomic import atomic_torch_save
+
+__all__ = [
+    "EpochProgressBar",
+    "AveragedLossLogger",
+    "AtomicCheckpointSaver",
+    "TrainingCheckpointer",
+    "GridPreviewer",
+    "image_grid",
+    "plain_weights",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class EpochProgressBar:
@@ -133,3 +150,139 @@ class AtomicCheckpointSaver:
             if checkpoint is not None:
                 checkpoint.save_handler._save_func = types.MethodType(_atomic_save_func, checkpoint.save_handler)
         return saver
+
+
+def plain_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's ``state_dict`` as detached CPU copies (what a shared ``model.pt`` holds)."""
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+class TrainingCheckpointer:
+    """Base of a generative bundle's checkpointer: everything a run keeps, under ``output_dir``.
+
+    - ``last.pt`` at every ``EPOCH_COMPLETED``: :meth:`training_state` (networks, optimizers, with
+      :meth:`progress`: epoch, iteration, max_epochs, seed). For resuming only; never shared.
+    - ``model.pt`` at ``COMPLETED``: :meth:`model_weights` only, plain tensors (what is shared).
+
+    Every file is written kill-safely (:func:`mammoshare.atomic.atomic_torch_save`). With ``resume``,
+    ``last.pt`` is restored at ``STARTED``: a run of another seed is refused, :meth:`restore` loads
+    the rest, then the engine's epoch and iteration are set. Subclasses write :meth:`training_state`,
+    :meth:`restore` and :meth:`model_weights`, and name what ``model.pt`` holds in ``MODEL_DESCRIPTION``.
+    """
+
+    MODEL_DESCRIPTION = "model weights"
+
+    def __init__(self, output_dir: str | os.PathLike, resume: bool = False, seed: int | None = None):
+        self.output_dir = Path(output_dir)
+        self.resume = bool(resume)
+        self.seed = seed
+
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "last.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.output_dir / "model.pt"
+
+    def attach(self, engine: Engine) -> None:
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load_last)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_epoch)
+        engine.add_event_handler(Events.COMPLETED, self.save_model)
+
+    def progress(self, engine: Engine) -> dict[str, Any]:
+        """Where the run stands: ``{"epoch", "iteration", "max_epochs", "seed"}``."""
+        state = engine.state
+        return {"epoch": state.epoch, "iteration": state.iteration, "max_epochs": state.max_epochs, "seed": self.seed}
+
+    def training_state(self, engine: Engine) -> dict[str, Any]:
+        """The content of ``last.pt``."""
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, Any], engine: Engine) -> None:
+        """Load the networks, optimizers and counters of a ``last.pt`` (seed already checked);
+        raise ValueError naming the option to fix when the file does not suit this run."""
+        raise NotImplementedError
+
+    def model_weights(self) -> dict[str, torch.Tensor]:
+        """The content of ``model.pt``."""
+        raise NotImplementedError
+
+    def save_epoch(self, engine: Engine) -> None:
+        atomic_torch_save(self.training_state(engine), self.last_path)
+
+    def save_model(self, engine: Engine) -> None:
+        atomic_torch_save(self.model_weights(), self.model_path)
+        logger.info("%s: %s (epoch %d)", self.MODEL_DESCRIPTION, self.model_path, engine.state.epoch)
+
+    def load_last(self, engine: Engine) -> None:
+        if not self.last_path.is_file():
+            raise FileNotFoundError(
+                f"{self.last_path}: no training state to resume from; run without --resume True to start anew"
+            )
+        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        if self.seed is not None and state.get("seed") not in (None, self.seed):
+            raise ValueError(
+                f"{self.last_path} was written by a run with seed {state.get('seed')}, not {self.seed}: "
+                "resume with the same --seed"
+            )
+        self.restore(state, engine)
+        engine.state.epoch = int(state["epoch"])
+        engine.state.iteration = int(state["iteration"])
+        logger.info("resumed from %s at epoch %d of %d", self.last_path, engine.state.epoch, engine.state.max_epochs)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """``(N, H, W)`` uint8 images -> one uint8 grid picture (white padding; ``columns`` default:
+    about the square root of N)."""
+    count, height, width = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        y, x = padding + r * (height + padding), padding + c * (width + padding)
+        grid[y : y + height, x : x + width] = image
+    return grid
+
+
+class GridPreviewer:
+    """Base of a generative bundle's preview: every ``every`` epochs (and at the last; never when
+    ``every`` is 0 or less) a PNG grid of :meth:`sample` (``(N, H, W)`` uint8, ``columns`` per row),
+    ``output_dir/previews/epoch_XXXX.png``, also sent to TensorBoard as ``samples`` (and
+    ``rows_text`` as ``samples/rows`` when set). Subclasses draw from fixed inputs, without disturbing
+    training."""
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        every: int,
+        columns: int | None = None,
+        summary_writer: Any = None,
+        rows_text: str | None = None,
+    ):
+        self.output_dir = Path(output_dir) / "previews"
+        self.every = int(every)
+        self.columns = columns
+        self.summary_writer = summary_writer
+        self.rows_text = rows_text
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def sample(self) -> np.ndarray:
+        """The pictures of the grid, ``(N, H, W)`` uint8."""
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if self.every <= 0 or (epoch % self.every and epoch != engine.state.max_epochs):
+            return
+        grid = image_grid(self.sample(), columns=self.columns)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(self.output_dir / f"epoch_{epoch:04d}.png")
+        if self.summary_writer is not None:
+            self.summary_writer.add_image("samples", grid[None], epoch)
+            if self.rows_text is not None:
+                self.summary_writer.add_text("samples/rows", self.rows_text, epoch)

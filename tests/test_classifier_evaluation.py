@@ -14,21 +14,22 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mammoshare.classifier.evaluation import (
-    POSITIVE_CLASSES,
+from mammoshare.classifier.handlers import (
     ClassificationReport,
     PositiveClassAUPRC,
     PositiveClassAUROC,
     PredictionsWriter,
-    _weighted_metrics,
+    positive_class_output_transform,
+)
+from mammoshare.classifier.metrics import (
+    POSITIVE_CLASSES,
     bootstrap_intervals,
     class_probabilities,
     classification_metrics,
-    positive_class_output_transform,
     positive_index,
-    write_evaluation,
-    write_predictions_csv,
+    weighted_metrics,
 )
+from mammoshare.classifier.report import write_evaluation, write_predictions_csv
 
 # 12 patches, 5 lesions (label 1); P(lesion) per patch
 LABELS = np.array([0, 0, 1, 1, 0, 1, 1, 0, 1, 0, 0, 0])
@@ -160,7 +161,7 @@ def test_weighted_metrics_equal_sklearn_with_sample_weights():
     y = rng.integers(0, 2, n).astype(bool)
     scores = np.round(rng.random(n), 1)  # many ties
     weights = rng.integers(0, 4, (15, n)).astype(float)
-    values, valid = _weighted_metrics(y, scores, weights, 0.5)
+    values, valid = weighted_metrics(y, scores, weights, 0.5)
     assert valid.all()
     for b in range(weights.shape[0]):
         w = weights[b]
@@ -170,7 +171,7 @@ def test_weighted_metrics_equal_sklearn_with_sample_weights():
         assert values["accuracy"][b] == pytest.approx(np.sum(w * ((scores >= 0.5) == y)) / w.sum())
     # a one-class resample is invalid
     one_class = np.where(y, 1.0, 0.0)[None, :]
-    values, valid = _weighted_metrics(y, scores, one_class, 0.5)
+    values, valid = weighted_metrics(y, scores, one_class, 0.5)
     assert not valid[0] and math.isnan(values["auroc"][0])
 
 
@@ -373,7 +374,7 @@ def test_classification_report_on_supervised_evaluator(tmp_path, positive_class,
     data, labels, probabilities, patients = _toy_records()
     report = ClassificationReport(tmp_path / "report", positive_class=positive_class, n_bootstrap=100, seed=1)
     evaluator = _evaluator(data, val_handlers=[report])
-    with caplog.at_level("INFO", logger="mammoshare.classifier.evaluation"):
+    with caplog.at_level("INFO", logger="mammoshare.classifier.handlers"):
         evaluator.run()
         evaluator.run()  # reset at STARTED: the second run does not accumulate
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
@@ -452,3 +453,12 @@ def test_ignite_metric_output_formats_and_one_class():
     metric.update(transform([{"pred": log_p[0], "label": torch.tensor([1])}]))
     with pytest.raises(ValueError, match="one class only"):
         metric.compute()
+
+
+def test_ignite_metric_without_patches():
+    from ignite.exceptions import NotComputableError
+
+    for metric in (PositiveClassAUPRC(), PositiveClassAUROC("healthy")):
+        metric.reset()
+        with pytest.raises(NotComputableError, match="at least one patch"):
+            metric.compute()

@@ -21,8 +21,11 @@ from mammoshare.gan.inference import (
     DATALIST_NAME,
     MissingWeightsError,
     generate_synthetic_patches,
+    safe_name,
+    sampling_counts,
     snapshot_files,
     spread_samples,
+    weights_file,
 )
 from mammoshare.gan.weights import WeightsError
 from mammoshare.networks import DCGANDiscriminator, DCGANGenerator
@@ -296,3 +299,27 @@ def test_repo_generator_inference_configs_come_from_the_one_template():
     for name, geometry in REPO_GENERATORS.items():
         path = repo / "bundles" / name / "configs" / "inference.json"
         assert path.read_text() == render_generator_inference(**geometry), f"{path}: run python -m mammoshare.gan.configs bundles"
+
+
+def test_weights_file_sampling_counts_and_safe_name(tmp_path):
+    """The helpers that GAN and diffusion sampling share."""
+    given = tmp_path / "given.pt"
+    with pytest.raises(MissingWeightsError, match="given.pt: weights file not found"):
+        weights_file(given, None, lambda default: "unused")
+    given.write_bytes(b"x")
+    assert weights_file(given, tmp_path / "other.pt", lambda default: "unused") == given
+    default = tmp_path / "models" / "model.pt"
+    with pytest.raises(MissingWeightsError, match=r"no weights at .*model.pt"):
+        weights_file(None, default, lambda d: f"no weights at {d}", (".safetensors",))
+    default.parent.mkdir()
+    default.with_suffix(".safetensors").write_bytes(b"x")
+    assert weights_file(None, default, str, (".safetensors", ".pt")) == default.with_suffix(".safetensors")
+    with pytest.raises(MissingWeightsError, match="no weights given"):
+        weights_file(None, None, lambda d: "no weights given" if d is None else str(d))
+
+    assert sampling_counts("3", 1.0, 2) == (3, 1, 2)
+    with pytest.raises(ValueError, match="num_samples must be at least 1"):
+        sampling_counts(0, 0, 1)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        sampling_counts(1, 0, 0)
+    assert safe_name("my gen/1.0") == "my_gen_1.0" and safe_name("///") == "generator"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
@@ -233,3 +234,33 @@ def test_real_batches_reach_the_networks_as_plain_tensors():
     batch = {"image": MetaTensor(torch.rand(2, 1, 128, 128), meta={"filename_or_obj": "x"})}
     real = prepare_real_batch(batch, "cpu")
     assert type(real) is torch.Tensor and torch.equal(real, batch["image"].as_tensor())
+
+
+def test_networks_package_reexports_its_modules():
+    """``mammoshare.networks.X`` (the bundle configs' ``_target_``) is the class of its module."""
+    import mammoshare.networks as networks
+    from mammoshare.networks import classifier, gan
+
+    for name in networks.__all__:
+        home = gan if hasattr(gan, name) else classifier
+        assert getattr(networks, name) is getattr(home, name)
+    assert DCGANGenerator is gan.DCGANGenerator and networks.PatchCNN is classifier.PatchCNN
+
+
+def test_sample_previews_at_their_epochs_and_the_grid_layout(tmp_path):
+    """The shared preview base: every ``every``-th epoch and the last; the grid pads with white."""
+    from mammoshare.gan.handlers import SamplePreviewer
+    from mammoshare.handlers import image_grid
+
+    grid = image_grid(np.zeros((5, 3, 4), np.uint8), columns=2)
+    assert grid.shape == (3 * 5 + 2, 2 * 6 + 2) and grid[0, 0] == 255 and grid[2, 2] == 0
+    torch.manual_seed(0)
+    generator = DCGANGenerator(latent_size=8, ngf=2)
+    previewer = SamplePreviewer(generator, tmp_path, latent_size=8, every=2, num_images=4)
+    engine = Engine(lambda engine, batch: None)
+    previewer.attach(engine)
+    engine.run([0], max_epochs=5)
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == [
+        "epoch_0002.png", "epoch_0004.png", "epoch_0005.png"
+    ]
+    assert generator.training  # the generator's mode is restored

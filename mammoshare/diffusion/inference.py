@@ -17,10 +17,16 @@ import os
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from ..gan.inference import MissingWeightsError, SyntheticPatchWriter, _safe
-from ..gan.weights import WeightsError, decode_output, sha256_of
+from ..gan.inference import (
+    MissingWeightsError,
+    SyntheticPatchWriter,
+    batch_progress,
+    sampling_counts,
+    weights_file,
+)
+from ..gan.weights import WeightsError, decode_output, load_into
+from ..hashing import sha256_file
 from .conditioning import ClassConditionedDiffusionInferer, class_index, sampling_scheduler
 
 __all__ = ["DiffusionWeights", "load_diffusion_weights", "generate_diffusion_patches"]
@@ -51,27 +57,19 @@ def load_diffusion_weights(path: str | os.PathLike) -> DiffusionWeights:
             f"{path}: not diffusion UNet weights: expected a state_dict of DiffusionModelUNet (the bundle's model.pt) "
             "or a training state last.pt with an 'ema' entry"
         )
-    return DiffusionWeights(dict(obj), layout, path, sha256_of(path))
+    return DiffusionWeights(dict(obj), layout, path, sha256_file(path))
 
 
 def _load_into(network: torch.nn.Module, weights: DiffusionWeights) -> None:
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(weights.state_dict))
-    unexpected = sorted(set(weights.state_dict) - set(expected))
-    mismatched = [
-        f"{k}: file {tuple(weights.state_dict[k].shape)}, network {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights.state_dict and weights.state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        details = [*(["shape mismatch " + "; ".join(mismatched[:3])] if mismatched else [])]
-        details += [f"missing keys {missing[:4]}"] if missing else []
-        details += [f"unexpected keys {unexpected[:4]}"] if unexpected else []
+    """Load the weights into the UNet; another architecture raises :class:`WeightsError` naming the
+    options that must match training (the key and shape check is the generators' ``load_into``)."""
+    try:
+        load_into(network, weights)
+    except WeightsError as e:
         raise WeightsError(
             f"{weights.path}: weights of another UNet than the configured one (--channels, --attention_levels, "
-            f"--num_res_blocks, --num_head_channels, --num_class_embeds must be those of training): {'; '.join(details)}"
-        )
-    network.load_state_dict(weights.state_dict)
+            f"--num_res_blocks, --num_head_channels, --num_class_embeds must be those of training): {e}"
+        ) from e
 
 
 def _missing_message(default: Path | None) -> str:
@@ -130,11 +128,7 @@ def generate_diffusion_patches(
     Returns:
         the path of the datalist JSON.
     """
-    num_samples, seed, batch_size = int(num_samples), int(seed), int(batch_size)
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    num_samples, seed, batch_size = sampling_counts(num_samples, seed, batch_size)
     conditional = getattr(network, "num_class_embeds", None) is not None
     if lesion_type is None:
         lesion_type = "mass" if task == "mass" else "any"
@@ -147,14 +141,7 @@ def generate_diffusion_patches(
     name, version = str(generator_name), str(generator_version)
     writer = SyntheticPatchWriter(output_dir, num_samples, generator_name=name, generator_version=version, task=task, seed=seed)
 
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise MissingWeightsError(f"{path}: weights file not found")
-    else:
-        path = Path(default_checkpoint) if default_checkpoint is not None else None
-        if path is None or not path.is_file():
-            raise MissingWeightsError(_missing_message(path))
+    path = weights_file(checkpoint, default_checkpoint, _missing_message)
     device = torch.device(device)
     weights = load_diffusion_weights(path)
     _load_into(network, weights)
@@ -170,7 +157,7 @@ def generate_diffusion_patches(
     with (
         writer,
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-        tqdm(total=batches, desc=f"{_safe(name)}: sampling", unit="batch", disable=not progress) as bar,
+        batch_progress(name, "sampling", batches, progress) as bar,
     ):
         torch.manual_seed(seed)  # the ancestral sampler's noise
         for start in range(0, num_samples, batch_size):

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from PIL import Image
 
 from mammoshare.atomic import atomic_torch_save
+from mammoshare.handlers import GridPreviewer, TrainingCheckpointer, plain_weights
 
 from .weights import decode_output
 
@@ -33,7 +33,6 @@ __all__ = [
     "NaNGuard",
     "epoch_seed",
     "save_atomically",
-    "image_grid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ class EpochSeeder:
             transform.set_random_state(seed=value)
 
 
-class GANCheckpointer:
+class GANCheckpointer(TrainingCheckpointer):
     """Everything a GAN run keeps, under ``output_dir``.
 
     - ``last.pt`` at every epoch end: the full training state (generator, discriminator/critic,
@@ -101,6 +100,8 @@ class GANCheckpointer:
     """
 
     STATE_ATTRIBUTES = ("critic_updates", "generator_updates", "last_g_loss")
+    MODEL_DESCRIPTION = "generator weights"
+    generator_state = staticmethod(plain_weights)
 
     def __init__(
         self,
@@ -116,91 +117,43 @@ class GANCheckpointer:
     ):
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
-        self.output_dir = Path(output_dir)
+        super().__init__(output_dir, resume=resume, seed=seed)
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.snapshot_start, self.snapshot_every = int(snapshot_start), int(snapshot_every)
-        self.resume = bool(resume)
-        self.seed = seed
-
-    @property
-    def last_path(self) -> Path:
-        return self.output_dir / "last.pt"
-
-    @property
-    def model_path(self) -> Path:
-        return self.output_dir / "model.pt"
 
     def snapshot_path(self, epoch: int) -> Path:
         return self.output_dir / "snapshots" / f"epoch_{epoch:04d}.pt"
 
-    def attach(self, engine: Engine) -> None:
-        if self.resume:
-            engine.add_event_handler(Events.STARTED, self.load_last)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_epoch)
-        engine.add_event_handler(Events.COMPLETED, self.save_model)
-
-    @staticmethod
-    def generator_state(generator: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-
-    def save_epoch(self, engine: Engine) -> None:
-        epoch = engine.state.epoch
-        state = {
+    def training_state(self, engine: Engine) -> dict[str, Any]:
+        return {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "g_optimizer": self.g_optimizer.state_dict(),
             "d_optimizer": self.d_optimizer.state_dict(),
-            "epoch": epoch,
-            "iteration": engine.state.iteration,
-            "max_epochs": engine.state.max_epochs,
-            "seed": self.seed,
+            **self.progress(engine),
             "engine_state": {k: getattr(engine.state, k) for k in self.STATE_ATTRIBUTES if hasattr(engine.state, k)},
         }
-        save_atomically(state, self.last_path)
+
+    def save_epoch(self, engine: Engine) -> None:
+        super().save_epoch(engine)
+        epoch = engine.state.epoch
         if epoch >= self.snapshot_start and epoch % self.snapshot_every == 0:
-            save_atomically(self.generator_state(self.generator), self.snapshot_path(epoch))
+            save_atomically(plain_weights(self.generator), self.snapshot_path(epoch))
 
-    def save_model(self, engine: Engine) -> None:
-        save_atomically(self.generator_state(self.generator), self.model_path)
-        logger.info("generator weights: %s (epoch %d)", self.model_path, engine.state.epoch)
+    def model_weights(self) -> dict[str, torch.Tensor]:
+        return plain_weights(self.generator)
 
-    def load_last(self, engine: Engine) -> None:
-        if not self.last_path.is_file():
-            raise FileNotFoundError(
-                f"{self.last_path}: no training state to resume from; run without --resume True to start anew"
-            )
-        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        if self.seed is not None and state.get("seed") not in (None, self.seed):
-            raise ValueError(
-                f"{self.last_path} was written by a run with seed {state.get('seed')}, not {self.seed}: "
-                "resume with the same --seed"
-            )
+    def restore(self, state: dict[str, Any], engine: Engine) -> None:
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.g_optimizer.load_state_dict(state["g_optimizer"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
-        engine.state.epoch = int(state["epoch"])
-        engine.state.iteration = int(state["iteration"])
         for key, value in state.get("engine_state", {}).items():
             setattr(engine.state, key, value)
-        logger.info("resumed from %s at epoch %d of %d", self.last_path, engine.state.epoch, engine.state.max_epochs)
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
-    """``(N, H, W)`` uint8 images -> one uint8 grid picture."""
-    count, height, width = images.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    grid = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding), 255, np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        y, x = padding + r * (height + padding), padding + c * (width + padding)
-        grid[y : y + height, x : x + width] = image
-    return grid
-
-
-class SamplePreviewer:
+class SamplePreviewer(GridPreviewer):
     """Every ``every`` epochs (and at the last), a PNG grid of samples from one fixed latent batch,
     ``previews/epoch_XXXX.png``, also sent to TensorBoard: the same latents each time, so that mode
     collapse shows as the samples growing alike. The generator runs in eval mode without gradients
@@ -217,32 +170,19 @@ class SamplePreviewer:
         decoding: str = "tanh",
         summary_writer: Any = None,
     ):
+        super().__init__(output_dir, every=max(1, int(every)), summary_writer=summary_writer)
         self.generator = generator
-        self.output_dir = Path(output_dir) / "previews"
-        self.every = max(1, int(every))
         self.decoding = decoding
         self.latents = torch.randn(num_images, latent_size, generator=torch.Generator().manual_seed(int(seed)))
-        self.summary_writer = summary_writer
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        epoch = engine.state.epoch
-        if epoch % self.every and epoch != engine.state.max_epochs:
-            return
+    def sample(self) -> np.ndarray:
         was_training = self.generator.training
         device = next(self.generator.parameters()).device
         self.generator.eval()
         with torch.no_grad():
             images = decode_output(self.generator(self.latents.to(device)), self.decoding)
         self.generator.train(was_training)
-        pixels = (images[:, 0].cpu().numpy() * 255).round().astype(np.uint8)
-        grid = image_grid(pixels)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grid).save(self.output_dir / f"epoch_{epoch:04d}.png")
-        if self.summary_writer is not None:
-            self.summary_writer.add_image("samples", grid[None], epoch)
+        return (images[:, 0].cpu().numpy() * 255).round().astype(np.uint8)
 
 
 class NaNGuard:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,10 @@ __all__ = [
     "snapshot_files",
     "spread_samples",
     "MissingWeightsError",
+    "safe_name",
+    "sampling_counts",
+    "weights_file",
+    "batch_progress",
     "DATALIST_NAME",
     "PATCH_SIZE",
 ]
@@ -145,21 +150,9 @@ def _sources(
         raise ValueError("pass either --checkpoint (one weights file) or --snapshot_dir (a folder of snapshots), not both")
     if snapshot_dir is not None:
         files = snapshot_files(snapshot_dir)
-    elif checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise MissingWeightsError(f"{checkpoint}: weights file not found")
-        files = [Path(checkpoint)]
     else:
-        default = Path(default_checkpoint) if default_checkpoint is not None else None
-        if default is not None and not default.is_file():
-            # a bundle's weights are model.pt (trained here) or model.safetensors (imported or received)
-            for sibling in (default.with_suffix(".safetensors"), default.with_suffix(".pt")):
-                if sibling.is_file():
-                    default = sibling
-                    break
-        if default is None or not default.is_file():
-            raise MissingWeightsError(_missing_weights_message(default))
-        files = [default]
+        # a bundle's weights are model.pt (trained here) or model.safetensors (imported or received)
+        files = [weights_file(checkpoint, default_checkpoint, _missing_weights_message, (".safetensors", ".pt"))]
     return [_Source(path, n) for path, n in zip(files, spread_samples(num_samples, len(files)))]
 
 
@@ -187,8 +180,51 @@ def _latent_size(network: torch.nn.Module) -> int:
     return int(size)
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """A generator name -> letters, digits, ``.``, ``_`` and ``-`` only (other runs become ``_``),
+    for progress bars and file names; ``"generator"`` when nothing is left."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "generator"
+
+
+def sampling_counts(num_samples: int, seed: int, batch_size: int) -> tuple[int, int, int]:
+    """The counts of a sampling run as ints; fewer than one sample or a batch size under 1 raise."""
+    num_samples, seed, batch_size = int(num_samples), int(seed), int(batch_size)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return num_samples, seed, batch_size
+
+
+def weights_file(
+    checkpoint: str | os.PathLike | None,
+    default_checkpoint: str | os.PathLike | None,
+    missing_message: Callable[[Path | None], str],
+    alternatives: Sequence[str] = (),
+) -> Path:
+    """The weights file of a sampling run: ``checkpoint`` when given (it must exist), else
+    ``default_checkpoint`` or, when that is missing, the first existing sibling with one of the
+    ``alternatives`` suffixes. None found raises :class:`MissingWeightsError` with
+    ``missing_message(default)`` (how to get weights)."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise MissingWeightsError(f"{path}: weights file not found")
+        return path
+    default = Path(default_checkpoint) if default_checkpoint is not None else None
+    if default is not None and not default.is_file():
+        for sibling in (default.with_suffix(suffix) for suffix in alternatives):
+            if sibling.is_file():
+                default = sibling
+                break
+    if default is None or not default.is_file():
+        raise MissingWeightsError(missing_message(default))
+    return default
+
+
+def batch_progress(generator_name: str, activity: str, batches: int, enabled: bool = True) -> tqdm:
+    """A tqdm bar over the ``batches`` of a sampling run, ``"<name>: <activity>"``."""
+    return tqdm(total=batches, desc=f"{safe_name(generator_name)}: {activity}", unit="batch", disable=not enabled)
 
 
 def _png_info(
@@ -448,11 +484,7 @@ def generate_synthetic_patches(
         WeightsError: a file that is not generator weights, or weights of another architecture.
         FileExistsError: ``output_dir`` is not empty.
     """
-    num_samples, seed, batch_size = int(num_samples), int(seed), int(batch_size)
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    num_samples, seed, batch_size = sampling_counts(num_samples, seed, batch_size)
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)}")
     if decoding is not None and decoding not in DECODINGS:
@@ -480,7 +512,7 @@ def generate_synthetic_patches(
     latents = torch.randn(num_samples, _latent_size(network), generator=generator)
     lesion_types = ["mass"] if task == "mass" else []
     batches = sum(-(-s.samples // batch_size) for s in sources)
-    with writer, torch.no_grad(), tqdm(total=batches, desc=f"{_safe(name)}: generating", unit="batch", disable=not progress) as bar:
+    with writer, torch.no_grad(), batch_progress(name, "generating", batches, progress) as bar:
         index = 0
         for source in sources:
             if source.samples == 0:

@@ -136,6 +136,25 @@ class _GANTrainer(Trainer):
         scaler.step(optimizer)
         scaler.update()
 
+    def _discriminator_step(
+        self, batchdata: Any, loss_fn: Callable[[torch.Tensor, torch.Tensor], Any]
+    ) -> tuple[int, Any]:
+        """One discriminator (critic) update on a real batch and as many fakes drawn without
+        gradients: ``loss_fn(fake, real)`` gives the loss, or a dict with it under ``"loss"``.
+        Returns (batch size, what ``loss_fn`` gave)."""
+        real = self._real(batchdata)
+        self.generator.train()
+        self.discriminator.train()
+        device = self.state.device
+        with torch.no_grad(), autocast(device, self.amp_dtype):
+            fake = self.g_forward(self._latents(real.shape[0]))
+        self.d_optimizer.zero_grad(set_to_none=True)
+        with autocast(device, self.amp_dtype):
+            result = loss_fn(fake, real)
+        loss = result["loss"] if isinstance(result, dict) else result
+        self._step(loss.float(), self.d_optimizer, self.d_scaler)
+        return real.shape[0], result
+
     def _generator_step(self, count: int, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """One generator update; the discriminator's weights are frozen meanwhile (no gradients for them)."""
         bare = unwrap(self.discriminator)
@@ -207,17 +226,8 @@ class DCGANTrainer(_GANTrainer):
         self.g_loss = DCGANLoss(self.d_bare, real_label_range, generator_target)
 
     def _iteration(self, engine: DCGANTrainer, batchdata: Any) -> dict[str, Any]:
-        real = engine._real(batchdata)
-        engine.generator.train()
-        engine.discriminator.train()
-        device = engine.state.device
-        with torch.no_grad(), autocast(device, engine.amp_dtype):
-            fake = engine.g_forward(engine._latents(real.shape[0]))
-        engine.d_optimizer.zero_grad(set_to_none=True)
-        with autocast(device, engine.amp_dtype):
-            d_loss = engine.loss.discriminator_loss(fake, real)
-        engine._step(d_loss.float(), engine.d_optimizer, engine.d_scaler)
-        g_loss = engine._generator_step(real.shape[0], engine.g_loss.generator_loss)
+        count, d_loss = engine._discriminator_step(batchdata, engine.loss.discriminator_loss)
+        g_loss = engine._generator_step(count, engine.g_loss.generator_loss)
         return {"d_loss": d_loss.detach().float(), "g_loss": g_loss}
 
 
@@ -281,20 +291,11 @@ class WGANGPTrainer(_GANTrainer):
         self.state.critic_updates = 0
 
     def _iteration(self, engine: WGANGPTrainer, batchdata: Any) -> dict[str, Any]:
-        real = engine._real(batchdata)
-        engine.generator.train()
-        engine.critic.train()
-        device = engine.state.device
-        with torch.no_grad(), autocast(device, engine.amp_dtype):
-            fake = engine.g_forward(engine._latents(real.shape[0]))
-        engine.c_optimizer.zero_grad(set_to_none=True)
-        with autocast(device, engine.amp_dtype):
-            critic = engine.loss.critic_loss(fake, real)
-        engine._step(critic["loss"].float(), engine.c_optimizer, engine.d_scaler)
+        count, critic = engine._discriminator_step(batchdata, engine.loss.critic_loss)
         engine.state.critic_updates += 1
 
         updated = engine.state.critic_updates % engine.n_critic == 0
-        g_loss = engine._generator_step(real.shape[0], engine.g_loss.generator_loss) if updated else engine._last_g()
+        g_loss = engine._generator_step(count, engine.g_loss.generator_loss) if updated else engine._last_g()
         return {
             "d_loss": critic["loss"].detach().float(),
             "g_loss": g_loss,
