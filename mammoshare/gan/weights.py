@@ -88,7 +88,6 @@ __all__ = [
     "load_generator_weights",
     "load_into",
     "decode_output",
-    "sha256_of",
     "pinned_inference",
     "template_sha256",
     "DECODINGS",
@@ -135,11 +134,6 @@ SAFETENSORS_DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "I64": (torch.int64, 8),
 }
 _FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """A weights file's hex SHA-256 (:func:`mammoshare.hashing.sha256_file`)."""
-    return sha256_file(path)
 
 
 def decode_output(output: torch.Tensor, decoding: str) -> torch.Tensor:
@@ -897,7 +891,7 @@ def load_generator_weights(path: str | os.PathLike, limits: Limits = LIMITS) -> 
             obj = read_pickled_weights(path.read_bytes(), where, limits)
         layout, state, facts = convert_layout(obj, where)
     return GeneratorWeights(state_dict=state, layout=layout, decoding=LAYOUT_DECODINGS[layout], path=str(path),
-                            sha256=sha256_of(path), facts=facts)
+                            sha256=sha256_file(path), facts=facts)
 
 
 def load_into(network: torch.nn.Module, weights: GeneratorWeights) -> torch.nn.Module:
