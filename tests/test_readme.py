@@ -45,7 +45,7 @@ TINY = {  # a command line containing the key -> appended options (applied in th
     "bundles/wgangp_bcdr/configs/inference.json": "--ngf 4 --num_samples 8 --device cpu",
     "bundles/dcgan_bcdr/configs/inference.json": "--ngf 4 --num_samples 8 --device cpu",
     "received/wgangp_bcdr/configs/inference.json": "--num_samples 8 --device cpu",
-    "bundles/ddpm_bcdr/configs/train.json": f"{DDPM_NET} --num_train_timesteps 20 --max_epochs 1 --batch_size 16 --device cpu",
+    "bundles/ddpm_bcdr/configs/train.json": f"{DDPM_NET} --num_train_timesteps 20 --max_epochs 1 --batch_size 16 --preview_steps 2 --preview_per_class 2 --device cpu",
     "bundles/ddpm_bcdr/configs/inference.json": f"{DDPM_NET} --num_train_timesteps 20 --num_inference_steps 2 --num_samples 4 --device cpu",
     "bundles/classifier_inbreast/configs/train.json": "--max_epochs 1 --epoch_length 2 --synthetic_count 8 --device cpu",
     "bundles/classifier_inbreast/configs/evaluate.json": "--n_bootstrap 20 --device cpu",
