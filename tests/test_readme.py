@@ -164,3 +164,21 @@ def test_readme_block_runs_as_written(session, index):
             pytest.xfail(f"README.md line {block['line']}: {block['reason']}")
         pytest.fail(f"the block marked xfail ({block['reason']}) passes now: remove its marker\n{output}")
     assert result.returncode == 0, output
+
+
+def test_readme_outputs_are_ignored_by_git(session):
+    """Everything the blocks wrote (run from the repository root) is covered by .gitignore."""
+    session.run_through(len(BLOCKS) - 1)
+    written = []
+    for path in session.work.rglob("*"):
+        relative = path.relative_to(session.work)
+        if path.is_dir() or relative.parts[0] == "home" or (REPO / relative).exists():
+            continue
+        written.append(relative.as_posix())
+    assert written
+    result = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, input="\n".join(written),
+                            capture_output=True, text=True)
+    if result.returncode == 128:
+        pytest.skip(f"git check-ignore unavailable: {result.stderr.strip()}")
+    not_ignored = sorted(set(written) - set(result.stdout.split()))
+    assert not not_ignored, f"README outputs that git would offer to commit: {not_ignored[:20]}"
