@@ -88,7 +88,10 @@ def _git_status() -> str | None:
         result = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True)
     except OSError:
         return None
-    return result.stdout if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    # the blocks' Python processes import the checkout's modules and may compile them: that is no output
+    return "\n".join(line for line in result.stdout.splitlines() if "__pycache__" not in line)
 
 
 BLOCKS = readme_blocks()
