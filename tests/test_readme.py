@@ -186,5 +186,5 @@ def test_readme_outputs_are_ignored_by_git(session):
                             capture_output=True, text=True)
     if result.returncode == 128:
         pytest.skip(f"git check-ignore unavailable: {result.stderr.strip()}")
-    not_ignored = sorted(set(written) - set(result.stdout.split()))
+    not_ignored = sorted(set(written) - set(result.stdout.splitlines()))
     assert not not_ignored, f"README outputs that git would offer to commit: {not_ignored[:20]}"
