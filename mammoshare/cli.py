@@ -164,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("openjpeg").setLevel(logging.WARNING)  # one line per encoded tile otherwise
     from .datalist import DatalistError
 
-    from transforms import MammogramError
-
     try:
         return args.func(args)
-    except (DatalistError, MammogramError, FileNotFoundError, ValueError) as e:
+    except Exception as e:
+        # transforms (torch, MONAI) is looked up only when loaded: commands that never decode an image stay light
+        decoding = sys.modules.get("transforms")
+        expected = (DatalistError, FileNotFoundError, ValueError) + ((decoding.MammogramError,) if decoding else ())
+        if not isinstance(e, expected):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -52,6 +52,8 @@ def test_training_through_monai_bundle_from_a_foreign_directory(bundle, tmp_path
         "--output_dir", str(out), "--max_epochs", "2", "--ngf", "4", "--ndf", "4", "--batch_size", "4",
         "--device", "cpu", "--snapshot_start", "1", "--snapshot_every", "1", "--preview_every", "1",
     ]
+    models = REPO / "bundles" / bundle / "models"
+    before = {p: p.stat().st_mtime_ns for p in models.rglob("*")}  # a user's own runs may have left files there
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
@@ -64,7 +66,7 @@ def test_training_through_monai_bundle_from_a_foreign_directory(bundle, tmp_path
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    assert not (REPO / "bundles" / bundle / "models" / "model.pt").exists()  # --output_dir was honoured
+    assert {p: p.stat().st_mtime_ns for p in models.rglob("*")} == before  # --output_dir was honoured
     with Image.open(out / "previews" / "epoch_0002.png") as preview:
         assert preview.mode == "L" and preview.width > 8 * 128
 

@@ -303,7 +303,8 @@ def test_install_into_the_shipped_optimam_bundle(packages, tmp_path):
     _valid_metadata(shipped)
     assert not (shipped / "configs" / "train.json").exists()  # inference only
     copy = tmp_path / "dcgan_optimam"
-    shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("model.pt", "synthetic"))
+    shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("models", "synthetic"))  # not a user's install
+    (copy / "models").mkdir()
     config_before = (copy / "configs" / "inference.json").read_bytes()
     with pytest.raises(MissingWeightsError, match="inference-only.*mammoshare medigan-import"):  # no weights shipped
         generate_synthetic_patches(nn.Identity(), 1, tmp_path / "none",

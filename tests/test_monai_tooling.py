@@ -22,7 +22,8 @@ DIFFUSION_BUNDLES = ("ddpm_bcdr",)
 
 def _copy(bundle: str, tmp_path: Path) -> Path:
     target = tmp_path / bundle
-    shutil.copytree(REPO / "bundles" / bundle, target, ignore=shutil.ignore_patterns("model.pt", "*.ts", "synthetic"))
+    shutil.copytree(REPO / "bundles" / bundle, target, ignore=shutil.ignore_patterns("models", "synthetic", "eval", "predictions"))
+    (target / "models").mkdir()
     return target
 
 
