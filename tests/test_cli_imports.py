@@ -27,10 +27,5 @@ def test_help_lists_every_command():
     assert all(command in result.stdout for command in COMMANDS)
 
 
-@pytest.mark.xfail(
-    reason="mammoshare/exchange/medigan_bridge.py (which defines the medigan-import/-export parsers) imports torch, "
-    "mammoshare.gan.weights and mammoshare.networks at module level",
-    strict=True,
-)
 def test_building_the_parser_imports_no_torch():
     assert _heavy_modules_after("from mammoshare.cli import build_parser\nbuild_parser()") == []

@@ -53,6 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mammoshare.gan.errors import WeightsError
 from mammoshare.hashing import sha256_bytes, sha256_file
 
 __all__ = [
@@ -104,10 +105,6 @@ SPEC_VERSION = 1
 #: names and versions written into the pinned config: letters, digits and . _ + - only
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _TEMPLATES = Path(__file__).parent / "templates"
-
-
-class WeightsError(ValueError):
-    """Weights or a generator description that cannot be used; names the file and what was expected."""
 
 
 @dataclass(frozen=True)

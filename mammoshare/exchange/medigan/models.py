@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mammoshare.gan.weights import WeightsError
+from mammoshare.gan.errors import WeightsError
 
 __all__ = ["MediganPackageError", "MediganModel", "MEDIGAN_MODELS", "normalise_model_id", "OFFLINE_ENV", "IMAGE_SIZE",
            "STUDY_REFERENCE", "MEDIGAN_REFERENCE"]
