@@ -824,3 +824,36 @@ def test_checkpoints_are_written_kill_safely(tmp_path):
     assert torch.load(target, weights_only=True) == {"epoch": 2}
     live.unlink()
     assert remove_stale_partials(target) == []
+
+
+def test_pinned_inference_refuses_a_full_folder_and_writes_provenance(tmp_path, archive, keys):
+    """The receiving run behaves as the project's bundles: a non-empty folder is refused, every PNG
+    says it is synthetic and which weights made it, and a progress bar shows."""
+    target = tmp_path / "received"
+    unpack_bundle(archive, target, trusted_keys=[keys["sender_pub"]])
+    foreign = tmp_path / "elsewhere"
+    foreign.mkdir()
+    env = _blocked_environment(tmp_path)
+    out = tmp_path / "synthetic"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", str(target / "configs" / "inference.json"),
+        "--num_samples", "3", "--batch_size", "2", "--output_dir", str(out), "--seed", "1", "--device", "cpu",
+    ]
+    result = subprocess.run(command + ["--bundle_root", str(target)], cwd=foreign, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    logs = result.stdout + result.stderr
+    assert "generating" in logs and "2/2" in logs
+    packed_sha = json.loads((target / "manifest.json").read_text())["files"]["models/model.safetensors"]["sha256"]
+    for index, path in enumerate(sorted(out.glob("*.png"))):
+        with Image.open(path) as img:
+            text = img.text
+        assert text["synthetic"] == "true" and "SYNTHETIC" in text["Description"]
+        assert text["weights_sha256"] == packed_sha and text["index"] == str(index)
+        assert text["seed"] == "1" and text["generator"] == "dcgan_bcdr"
+    datalist = json.loads((out / "synthetic_datalist.json").read_text())
+    assert [r["image"] for r in datalist["training"]] == [f"synthetic_{i:05d}.png" for i in range(3)]
+    assert datalist["generator"]["weights"][0]["samples"] == 3 and datalist["batch_size"] == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = subprocess.run(command + ["--bundle_root", str(target), "--seed", "2"], cwd=foreign, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "the output folder is not empty" in again.stdout + again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

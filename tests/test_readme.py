@@ -188,3 +188,19 @@ def test_readme_outputs_are_ignored_by_git(session):
         pytest.skip(f"git check-ignore unavailable: {result.stderr.strip()}")
     not_ignored = sorted(set(written) - set(result.stdout.splitlines()))
     assert not not_ignored, f"README outputs that git would offer to commit: {not_ignored[:20]}"
+
+
+def test_real_data_quick_start_outputs(session):
+    """What the real-data quick start's blocks wrote (on the mini-MIAS and CBIS-DDSM phantoms)."""
+    session.run_through(len(BLOCKS) - 1)
+    work = session.work
+    mias = json.loads((work / "datalists/mias_mass.json").read_text())
+    assert mias["dataset"] == "mias" and mias["task"] == "mass" and mias["phantom"]
+    cbis = json.loads((work / "datalists/cbis_mass.json").read_text())
+    assert cbis["split_method"] == "official"
+    assert (work / "mias_mass_grid.png").stat().st_size > 0
+    synthetic = json.loads((work / "synthetic/dcgan_mias/synthetic_datalist.json").read_text())
+    assert synthetic["task"] == "mass" and len(synthetic["training"]) > 0
+    for run in ("cnn_cbis", "cnn_cbis_dcgan"):
+        metrics = json.loads((work / "eval" / run / "metrics.json").read_text())
+        assert metrics["n_patches"] == len(cbis["test"]) and {"auroc", "auprc"} <= set(metrics)

@@ -223,7 +223,7 @@ class DCGANFamily(GeneratorFamily):
 
     name = "dcgan"
     template = "dcgan_inference.json"
-    template_sha256 = "a64ec8e3177e7c3933e1a4a0436aa11852a69f5b20e8a72251f33c88d9012bda"
+    template_sha256 = "2868fbe5e072eaf70fd656ae44d1c66b3b77767ccfd3940499c3863b71cb0756"
     KEYS = frozenset({"latent_size", "widths", "out_channels", "activation", "leaky_slope", "conv_bias"})
     _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
