@@ -164,8 +164,16 @@ def test_best_checkpoint_by_validation_auprc(tmp_path):
     assert float(saved["weight"]) == 2.0  # the epoch of 0.80
 
 
+EVALUATE = ("train.json", "evaluate.json")  # evaluate.json overrides train.json, the model-zoo way
+
+
 def _run_bundle(config, cwd, **overrides):
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config)]
+    """``python -m monai.bundle run`` in ``cwd`` of a config, or of a list of configs merged in order
+    (given relative to ``cwd`` when inside it, as a user in the repository root types them)."""
+    paths = [CONFIGS / name for name in ([config] if isinstance(config, str) else config)]
+    paths = [p.relative_to(cwd).as_posix() if p.is_relative_to(cwd) else str(p) for p in paths]
+    config_file = paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
@@ -181,7 +189,7 @@ def test_cnn_train_evaluate_infer_through_monai_bundle(inbreast, tmp_path):
     state = torch.load(out / "model.pt", weights_only=True)
     assert set(state) == set(PatchCNN().state_dict())
     report = tmp_path / "eval"
-    log = _run_bundle("evaluate.json", tmp_path, datalist=datalist_path, checkpoint=out / "model.pt",
+    log = _run_bundle(EVALUATE, tmp_path, datalist=datalist_path, checkpoint=out / "model.pt",
                       output_dir=report, device="cpu", n_bootstrap=200)
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["positive_class"] == "lesion"
@@ -190,7 +198,7 @@ def test_cnn_train_evaluate_infer_through_monai_bundle(inbreast, tmp_path):
     for name in ("roc_curve.png", "pr_curve.png", "confusion_matrix.png", "predictions.csv"):
         assert (report / name).stat().st_size > 0
     paper = tmp_path / "eval_paper"
-    _run_bundle("evaluate.json", tmp_path, datalist=datalist_path, checkpoint=out / "model.pt",
+    _run_bundle(EVALUATE, REPO, datalist=datalist_path, checkpoint=out / "model.pt",  # from the repository root
                 output_dir=paper, device="cpu", n_bootstrap=50, positive_class="healthy")
     paper_metrics = json.loads((paper / "metrics.json").read_text())
     assert paper_metrics["positive_class"] == "healthy"

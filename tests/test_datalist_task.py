@@ -15,7 +15,8 @@ TRAIN_CONFIGS = [
     "bundles/dcgan_bcdr/configs/train.json",
     "bundles/wgangp_bcdr/configs/train.json",
     "bundles/classifier_inbreast/configs/train.json",
-    "bundles/classifier_inbreast/configs/evaluate.json",
+    # evaluate.json overrides train.json, the model-zoo way: both, in this order
+    ["bundles/classifier_inbreast/configs/train.json", "bundles/classifier_inbreast/configs/evaluate.json"],
 ]
 
 
@@ -27,9 +28,9 @@ def _datalist(path: Path, task: str | None) -> Path:
     return path
 
 
-def _parsed(config: str, **overrides):
+def _parsed(config: str | list[str], **overrides):
     parser = ConfigParser()
-    parser.read_config(REPO / config)
+    parser.read_config([REPO / name for name in ([config] if isinstance(config, str) else config)])
     parser.update(overrides)
     return parser
 

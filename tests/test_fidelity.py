@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from monai.bundle import ConfigParser
 from PIL import Image
 
 from mammoshare.classifier.data import synthetic_source_records
@@ -143,10 +144,12 @@ def test_apply_voi_is_an_option_of_the_datalist_and_of_every_bundle(tmp_path, ph
     from mammoshare.extraction import APPLY_VOI_DEFAULTS, APPLY_VOI_REASONS
 
     assert set(APPLY_VOI_DEFAULTS) == set(APPLY_VOI_REASONS) >= {"inbreast", "bcdr", "cbis-ddsm"}
-    for config in ("classifier_inbreast/configs/train.json", "classifier_inbreast/configs/evaluate.json",
+    evaluate = ("classifier_inbreast/configs/train.json", "classifier_inbreast/configs/evaluate.json")
+    for config in ("classifier_inbreast/configs/train.json", evaluate,  # evaluate.json overrides train.json
                    "classifier_inbreast/configs/inference.json", "dcgan_bcdr/configs/train.json",
                    "wgangp_bcdr/configs/train.json"):
-        text = json.loads((BUNDLES / config).read_text())
+        files = [BUNDLES / name for name in ([config] if isinstance(config, str) else config)]
+        text = ConfigParser.load_config_files(files)
         assert "apply_voi" in text and text["apply_voi"] is None, config  # None: each dataset's default
         assert "apply_voi=@apply_voi" in json.dumps(text), config
     data, _ = build_datalist("bcdr", phantom_root / "bcdr", "mass", apply_voi="yes")

@@ -48,6 +48,8 @@ TINY = {  # a command line containing the key -> appended options (applied in th
     "bundles/ddpm_bcdr/configs/train.json": f"{DDPM_NET} --num_train_timesteps 20 --max_epochs 1 --batch_size 16 --preview_steps 2 --preview_per_class 2 --device cpu",
     "bundles/ddpm_bcdr/configs/inference.json": f"{DDPM_NET} --num_train_timesteps 20 --num_inference_steps 2 --num_samples 4 --device cpu",
     "bundles/classifier_inbreast/configs/train.json": "--max_epochs 1 --epoch_length 2 --synthetic_count 8 --device cpu",
+    # the evaluation runs "['.../train.json','.../evaluate.json']" (an override of train.json): it
+    # gets the line above too, whose training keys it does not run, then this one
     "bundles/classifier_inbreast/configs/evaluate.json": "--n_bootstrap 20 --device cpu",
     "--resume True": "--max_epochs 2",  # one epoch more than the one-epoch run it continues
     "mammoshare audit": "--num_samples 32 --features pixel",
@@ -156,6 +158,16 @@ def test_tiny_overrides_are_appended_to_commands_only():
     first, second = script.splitlines()
     assert first.endswith(f"--max_epochs 1000 --resume True {GAN} --max_epochs 2   # a comment")
     assert second == "mammoshare datalist --dataset bcdr --root phantoms/bcdr --out datalists/bcdr_mass.json"
+
+
+def test_tiny_overrides_reach_the_evaluation_override():
+    """The README evaluates with train.json + evaluate.json; those lines still get the tiny bootstrap."""
+    evaluations = [line for block in BLOCKS for line in tiny_script(block["code"]).splitlines()
+                   if "configs/evaluate.json" in line]
+    assert evaluations
+    for line in evaluations:
+        assert "configs/train.json','bundles/classifier_inbreast/configs/evaluate.json']" in line, line
+        assert line.endswith("--n_bootstrap 20 --device cpu"), line
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"line{b['line']}" for b in BLOCKS])

@@ -4,6 +4,7 @@ The commands themselves run in ``tests/test_readme.py`` (with every other README
 checks of what they wrote); this file checks that the section lists the quick start.
 """
 
+import ast
 import re
 import shlex
 from pathlib import Path
@@ -23,9 +24,16 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
+def _last_config(config_file: str) -> str:
+    """The name of a ``--config_file``'s last config: of ``"['train.json','evaluate.json']"`` (a
+    list merged in order, the last one overriding) ``evaluate.json``."""
+    files = ast.literal_eval(config_file) if config_file.startswith("[") else [config_file]
+    return Path(files[-1]).name
+
+
 def test_readme_lists_the_quick_start():
     commands = readme_commands()
-    kinds = [c[1] if c[0] == "mammoshare" else Path(c[c.index("--config_file") + 1]).name for c in commands]
+    kinds = [c[1] if c[0] == "mammoshare" else _last_config(c[c.index("--config_file") + 1]) for c in commands]
     assert kinds == ["datalist", "grid", "train.json", "inference.json", "datalist", "train.json", "train.json",
                      "evaluate.json", "evaluate.json"]
     assert all("--task" not in c for c in commands if c[0] == "python")  # the task comes from the datalist

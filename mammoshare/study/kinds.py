@@ -237,7 +237,9 @@ def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[st
         "n_bootstrap": config["n_bootstrap"],
     }
     start = time.perf_counter()
-    run_bundle(Path(inputs["eval_config"]), eval_overrides, required=tuple(eval_overrides))
+    # evaluate.json overrides train.json, the model-zoo way: both, in this order
+    run_bundle([Path(inputs["train_config"]), Path(inputs["eval_config"])], eval_overrides,
+               required=tuple(eval_overrides))
     eval_seconds = time.perf_counter() - start
     metrics = json.loads((folder / METRICS_FILE).read_text())
     values, intervals = _metrics_summary(metrics)

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,24 +192,32 @@ def captured_logs(log_path: Path, console_level: int = logging.ERROR) -> Iterato
             lg.propagate = propagate
 
 
-def _config_keys(config_file: Path) -> set[str]:
-    try:
-        return set(json.loads(Path(config_file).read_text()))
-    except (OSError, json.JSONDecodeError):
-        return set()
+def _config_keys(config_files: Sequence[Path]) -> set[str]:
+    keys: set[str] = set()
+    for config_file in config_files:
+        try:
+            keys |= set(json.loads(Path(config_file).read_text()))
+        except (OSError, json.JSONDecodeError):
+            pass
+    return keys
 
 
-def run_bundle(config_file: Path, overrides: dict[str, Any], required: tuple[str, ...] = (), keep: bool = False):
+def run_bundle(config_file: Path | Sequence[Path], overrides: dict[str, Any], required: tuple[str, ...] = (),
+               keep: bool = False):
     """Run a bundle config in this process, as ``monai.bundle.run(config_file=..., logging_file=False,
-    **overrides)`` does; overrides of keys that the config does not have are dropped unless
-    ``required``. Returns the workflow when ``keep`` (its parsed content stays readable), else None."""
+    **overrides)`` does; a list of configs is merged the MONAI way (each overrides the ones before,
+    e.g. ``[train.json, evaluate.json]``). Overrides of keys that the configs do not have are dropped
+    unless ``required``. Returns the workflow when ``keep`` (its parsed content stays readable),
+    else None."""
     from monai.bundle import create_workflow
 
-    keys = _config_keys(config_file)
+    files = [str(config_file)] if isinstance(config_file, (str, os.PathLike)) else [str(f) for f in config_file]
+    keys = _config_keys(files)
     settings = {k: v for k, v in overrides.items() if k in keys or k in required}
     path = list(sys.path)
     try:
-        workflow = create_workflow(config_file=str(config_file), logging_file=False, **settings)
+        workflow = create_workflow(config_file=files[0] if len(files) == 1 else files, logging_file=False,
+                                   **settings)
         workflow.run()
         workflow.finalize()
     finally:
