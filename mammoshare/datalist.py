@@ -64,7 +64,8 @@ PHANTOM_MARKER = "PHANTOM_README.txt"
 SYNTHETIC_DATALIST = "synthetic_datalist.json"
 #: the datalist key of the spare healthy boxes that class balancing takes (see mammoshare.readers.reserve)
 HEALTHY_RESERVE = "healthy_reserve"
-#: the file a training run writes into its output folder: what it trained on, counted
+#: the file a training run writes into its output folder: what it trained on, counted (and, for the
+#: classifier, its best validation score, added by mammoshare.classifier.handlers.BestValidationWriter)
 TRAINING_COUNTS_FILE = "training_counts.json"
 _SUBSET_ALIASES = {
     "training": "training", "train": "training",
@@ -354,11 +355,14 @@ def is_phantom_root(root: str | os.PathLike) -> bool:
     return (Path(root) / PHANTOM_MARKER).is_file()
 
 
-def write_training_counts(output_dir: str | os.PathLike, counts: dict[str, Any]) -> Path:
+def write_training_counts(output_dir: str | os.PathLike, counts: dict[str, Any], update: bool = False) -> Path:
     """Write what a training run trains on (``counts``: JSON-ready) to ``output_dir/``
-    :data:`TRAINING_COUNTS_FILE`, atomically; returns the path."""
+    :data:`TRAINING_COUNTS_FILE`, atomically; returns the path. With ``update`` the keys of
+    ``counts`` are added to (or replace) those the file holds, as the run learns more about itself."""
     path = Path(output_dir) / TRAINING_COUNTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    if update and path.is_file():
+        counts = {**read_training_counts(output_dir), **counts}
     return atomic_write_bytes(path, (json.dumps(counts, indent=1, sort_keys=True) + "\n").encode())
 
 

@@ -24,9 +24,10 @@ from mammoshare.classifier.data import (
     equal_shares,
     synthetic_source_records,
 )
+from mammoshare.classifier.handlers import BestValidationWriter
 from mammoshare.classifier.model import load_classifier_weights
 from mammoshare.data import patch_dataset
-from mammoshare.datalist import DatalistError, load_datalist, write_datalist
+from mammoshare.datalist import DatalistError, load_datalist, read_training_counts, write_datalist, write_training_counts
 from mammoshare.networks import PatchCNN, SwinClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +165,31 @@ def test_best_checkpoint_by_validation_auprc(tmp_path):
     assert float(saved["weight"]) == 2.0  # the epoch of 0.80
 
 
+def test_best_validation_is_written_next_to_the_checkpoint(tmp_path):
+    """The configured BestValidationWriter adds the best val_auprc and its epoch to the run's
+    training-counts file, keeping what the file already holds."""
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / "train.json")
+    handlers = parser.get("validate")["base_handlers"]
+    assert handlers[-1]["_target_"] == "mammoshare.classifier.handlers.BestValidationWriter"
+    write_training_counts(tmp_path, {"patches": 3, "counts": {"lesion": {"a": 1}}})
+    scripted = [0.30, 0.80, 0.55, 0.79]
+    evaluator = Engine(lambda engine, batch: None)
+    evaluator.state.key_metric_name, evaluator.state.best_metric, evaluator.state.best_metric_epoch = "val_auprc", -1, -1
+
+    @evaluator.on(Events.EPOCH_COMPLETED)  # what MONAI's Workflow does before the handlers
+    def script(engine):
+        value = scripted[engine.state.epoch - 1]
+        if value > engine.state.best_metric:
+            engine.state.best_metric, engine.state.best_metric_epoch = value, engine.state.epoch
+
+    BestValidationWriter(tmp_path).attach(evaluator)
+    evaluator.run([0], max_epochs=len(scripted))
+    written = read_training_counts(tmp_path)
+    assert written["best_validation"] == {"val_auprc": 0.80, "epoch": 2}
+    assert written["patches"] == 3 and written["counts"] == {"lesion": {"a": 1}}
+
+
 EVALUATE = ("train.json", "evaluate.json")  # evaluate.json overrides train.json, the model-zoo way
 
 
@@ -188,6 +214,8 @@ def test_cnn_train_evaluate_infer_through_monai_bundle(inbreast, tmp_path):
     assert "training set:" in log and "val_auprc" in log
     state = torch.load(out / "model.pt", weights_only=True)
     assert set(state) == set(PatchCNN().state_dict())
+    best = read_training_counts(out)["best_validation"]
+    assert set(best) == {"val_auprc", "epoch"} and best["epoch"] in (1, 2) and 0 <= best["val_auprc"] <= 1
     report = tmp_path / "eval"
     log = _run_bundle(EVALUATE, tmp_path, datalist=datalist_path, checkpoint=out / "model.pt",
                       output_dir=report, device="cpu", n_bootstrap=200)

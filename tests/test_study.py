@@ -66,6 +66,8 @@ def test_reduced_demo_writes_tables_runs_and_plot(demo_study):
         assert cell["ci"]["auroc"]["low"] <= cell["ci"]["auroc"]["high"]
         assert len(cell["hash"]) == 64 and cell["config"]["row"] == row and cell["timings"]["total_s"] > 0
         assert cell["positive_class"] == "lesion"
+        best = cell["best_validation"]  # read from the file the training run wrote
+        assert set(best) == {"val_auprc", "epoch"} and 1 <= best["epoch"] <= cell["config"]["classifier_settings"]["max_epochs"]
     sources = lambda row: set(cells[("mass", "cnn", 1.0, row, 0)]["training_counts"]["lesion"])  # noqa: E731
     assert sources("none") == {"inbreast"}
     assert sources("wgangp") == {"inbreast", "wgangp_bcdr"}

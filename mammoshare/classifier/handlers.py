@@ -7,6 +7,8 @@
 - :class:`PositiveClassAUPRC`, :class:`PositiveClassAUROC`: MONAI's ``AveragePrecision`` / ``ROCAUC``
   handlers on P(positive class), for the validation key metric
   (``SupervisedEvaluator(key_val_metric={"val_auprc": PositiveClassAUPRC()})``).
+- :class:`BestValidationWriter`: writes the validation evaluator's best key metric and its epoch
+  into the run's training-counts file (next to ``model.pt``), where the study reads it.
 
 Engine outputs may be decollated lists of ``{"pred", "label"}`` dicts or batched dicts
 (``decollate=False``); ``"pred"`` holds log-probabilities ``(2,)`` per patch (0 healthy, 1 lesion).
@@ -26,6 +28,7 @@ from ignite.engine import Engine, Events
 from ignite.exceptions import NotComputableError
 from monai.handlers import AveragePrecision, ROCAUC
 
+from ..datalist import write_training_counts
 from .metrics import METRIC_NAMES, as_pred_row, class_probabilities, label_value, positive_index
 from .report import write_evaluation, write_predictions_csv
 
@@ -36,6 +39,7 @@ __all__ = [
     "positive_class_output_transform",
     "PositiveClassAUPRC",
     "PositiveClassAUROC",
+    "BestValidationWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -303,3 +307,25 @@ class PositiveClassAUROC(_PositiveClassMetric, ROCAUC):
     classes)."""
 
     metric_name = "AUROC"
+
+
+class BestValidationWriter:
+    """Ignite handler of a validation evaluator with a key metric: whenever an epoch improves it,
+    adds ``"best_validation": {<key metric name>: best value, "epoch": its epoch}`` to
+    ``output_dir``'s :data:`~mammoshare.datalist.TRAINING_COUNTS_FILE` (the run's record of what it
+    trained on), after MONAI has updated ``engine.state.best_metric``; the study reads it there."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.output_dir = Path(output_dir)
+        self.written_epoch: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        name, epoch = getattr(engine.state, "key_metric_name", None), int(getattr(engine.state, "best_metric_epoch", -1))
+        if name is None or epoch < 0 or epoch == self.written_epoch:
+            return
+        best = {name: float(engine.state.best_metric), "epoch": epoch}
+        write_training_counts(self.output_dir, {"best_validation": best}, update=True)
+        self.written_epoch = epoch

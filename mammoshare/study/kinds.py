@@ -216,15 +216,9 @@ def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[st
         "epoch_length": settings["epoch_length"],
     }
     start = time.perf_counter()
-    workflow = run_bundle(Path(inputs["train_config"]), train_overrides, required=tuple(train_overrides), keep=True)
-    counts = read_training_counts(folder / "train")["counts"]
-    best = {}
-    try:
-        evaluator = workflow.parser.get_parsed_content("validate#evaluator")
-        best = {"val_auprc": float(evaluator.state.best_metric), "epoch": int(evaluator.state.best_metric_epoch)}
-    except Exception:  # noqa: BLE001 - informative only
-        best = {}
-    del workflow
+    run_bundle(Path(inputs["train_config"]), train_overrides, required=tuple(train_overrides))
+    written = read_training_counts(folder / "train")  # the counts, and the best validation score by epoch
+    counts, best = written["counts"], written.get("best_validation", {})
     train_seconds = time.perf_counter() - start
     checkpoint = folder / "train" / "model.pt"
     if not checkpoint.is_file():

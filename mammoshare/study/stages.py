@@ -202,13 +202,11 @@ def _config_keys(config_files: Sequence[Path]) -> set[str]:
     return keys
 
 
-def run_bundle(config_file: Path | Sequence[Path], overrides: dict[str, Any], required: tuple[str, ...] = (),
-               keep: bool = False):
+def run_bundle(config_file: Path | Sequence[Path], overrides: dict[str, Any], required: tuple[str, ...] = ()) -> None:
     """Run a bundle config in this process, as ``monai.bundle.run(config_file=..., logging_file=False,
     **overrides)`` does; a list of configs is merged the MONAI way (each overrides the ones before,
     e.g. ``[train.json, evaluate.json]``). Overrides of keys that the configs do not have are dropped
-    unless ``required``. Returns the workflow when ``keep`` (its parsed content stays readable),
-    else None."""
+    unless ``required``."""
     from monai.bundle import create_workflow
 
     files = [str(config_file)] if isinstance(config_file, (str, os.PathLike)) else [str(f) for f in config_file]
@@ -222,7 +220,6 @@ def run_bundle(config_file: Path | Sequence[Path], overrides: dict[str, Any], re
         workflow.finalize()
     finally:
         sys.path[:] = path  # monai.bundle.run puts the bundle folder on sys.path every time
-    return workflow if keep else None
 
 
 def placement(runtime: dict) -> str:
