@@ -16,7 +16,7 @@ from PIL import Image
 from mammoshare.classifier.data import synthetic_source_records
 from mammoshare.classifier.model import KEEP_KEYS, training_transforms
 from mammoshare.data import patch_dataset
-from mammoshare.datalist import DatalistError, datalist_records, make_record, write_datalist
+from mammoshare.datalist import DatalistError, datalist_records, write_datalist
 from mammoshare.gan.inference import SyntheticPatchWriter
 from mammoshare.phantom.dicom import write_mg_dicom
 from mammoshare.readers import build_datalist
