@@ -41,6 +41,7 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         default_pixel_spacing=args.default_pixel_spacing,
         apply_voi=args.apply_voi,
         calcifications=args.calcifications,
+        healthy_reserve_per_image=args.healthy_reserve_per_image,
     )
     out = write_datalist(datalist, args.out, bad_cases)
     for subset in SUBSETS:
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", choices=["inbreast", "bcdr", "cbis-ddsm", "mias"], help="only these layouts")
     p.set_defaults(func=_cmd_phantom)
 
+    from .datalist import DEFAULT_RESERVE_PER_IMAGE
+
     p = sub.add_parser("datalist", help="turn a raw dataset into a datalist JSON split by patient")
     p.add_argument("--dataset", required=True, choices=["inbreast", "bcdr", "cbis-ddsm", "mias"])
     p.add_argument("--root", required=True, type=Path, help="the dataset's root folder")
@@ -110,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-bad", action="store_true", help="skip bad cases (listed beside the datalist) instead of stopping")
     p.add_argument("--healthy-per-image", "--healthy_per_image", dest="healthy_per_image", type=int, default=5)
+    p.add_argument("--healthy-reserve-per-image", "--healthy_reserve_per_image", dest="healthy_reserve_per_image",
+                   type=int, metavar="N",
+                   help="spare healthy boxes per healthy training image, kept in the datalist for class balancing "
+                        f"when lesions are added (default {DEFAULT_RESERVE_PER_IMAGE}; 0: none)")
     p.add_argument("--healthy-box-size", "--healthy_box_size", dest="healthy_box_size", type=int, default=128,
                    help="healthy box side in pixels (the paper: 128); also the smallest lesion box side")
     p.add_argument("--margin", type=int, default=60, help="lesion box margin in pixels on every side (the paper: 60)")

@@ -48,6 +48,7 @@ __all__ = [
     "is_phantom_root",
     "SYNTHETIC_DATALIST",
     "HEALTHY_RESERVE",
+    "DEFAULT_RESERVE_PER_IMAGE",
     "TRAINING_COUNTS_FILE",
     "write_training_counts",
     "read_training_counts",
@@ -64,6 +65,8 @@ PHANTOM_MARKER = "PHANTOM_README.txt"
 SYNTHETIC_DATALIST = "synthetic_datalist.json"
 #: the datalist key of the spare healthy boxes that class balancing takes (see mammoshare.readers.reserve)
 HEALTHY_RESERVE = "healthy_reserve"
+#: spare healthy boxes per healthy training image in that reserve (enough for the study's added lesions)
+DEFAULT_RESERVE_PER_IMAGE = 50
 #: the file a training run writes into its output folder: what it trained on, counted (and, for the
 #: classifier, its best validation score, added by mammoshare.classifier.handlers.BestValidationWriter)
 TRAINING_COUNTS_FILE = "training_counts.json"

@@ -1,6 +1,7 @@
 """Round trips through the command line: phantom -> datalist -> canonical patches -> grid."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -84,3 +85,19 @@ def test_cli_reports_bad_input_with_exit_status(tmp_path, capsys):
     assert code == 2
     assert "dataset folder not found" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_datalist_healthy_reserve_per_image_option(phantom_root, tmp_path):
+    from mammoshare.datalist import DEFAULT_RESERVE_PER_IMAGE, HEALTHY_RESERVE
+
+    reserves = {}
+    for per_image in (None, 2, 0):
+        path = tmp_path / f"reserve_{per_image}.json"
+        option = [] if per_image is None else ["--healthy-reserve-per-image", str(per_image)]
+        assert main(["datalist", "--dataset", "inbreast", "--root", str(phantom_root / "inbreast"), "--task", "mass",
+                     "--out", str(path), *option]) == 0
+        reserves[per_image] = json.loads(path.read_text())[HEALTHY_RESERVE]
+    per_image = lambda reserve: max(Counter(r["image"] for r in reserve).values())  # noqa: E731
+    assert reserves[0] == [] and 0 < per_image(reserves[2]) <= 2
+    assert per_image(reserves[2]) < per_image(reserves[None]) <= DEFAULT_RESERVE_PER_IMAGE
+    assert all(r["label"] == 0 and r["extra_healthy"] for r in reserves[2])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datalist import (
+    DEFAULT_RESERVE_PER_IMAGE,
     HEALTHY_RESERVE,
     TASKS,
     BadCase,
@@ -36,7 +37,7 @@ from ..datalist import (
     read_split_file,
     split_patients,
 )
-from .reserve import DEFAULT_RESERVE_PER_IMAGE, sample_healthy_reserve
+from .reserve import sample_healthy_reserve
 
 __all__ = [
     "DATASETS", "SPLITS", "OFFICIAL_SPLIT_DATASETS", "OFFICIAL_VALIDATION_FRACTION", "get_reader",
@@ -157,7 +158,7 @@ def build_datalist(
     with sizes in mm (see :class:`~mammoshare.extraction.PatchGeometry`). ``apply_voi`` None (or
     "auto") is the dataset's default (:data:`~mammoshare.extraction.APPLY_VOI_DEFAULTS`).
     ``calcifications`` (INbreast): ``"roi"`` (one patch per ROI, the paper's; the default) or
-    ``"cluster"``. ``healthy_reserve_per_image`` (None: :data:`~mammoshare.readers.reserve.DEFAULT_RESERVE_PER_IMAGE`):
+    ``"cluster"``. ``healthy_reserve_per_image`` (None: :data:`~mammoshare.datalist.DEFAULT_RESERVE_PER_IMAGE`):
     spare healthy boxes per healthy training image for class balancing (the datalist's
     ``healthy_reserve``, see :mod:`mammoshare.readers.reserve`; 0: none).
 

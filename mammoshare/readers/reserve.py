@@ -19,12 +19,10 @@ from transforms import BoxError, read_mammogram, sample_healthy_boxes
 from ..datalist import image_rng
 from ..extraction import record_apply_voi
 
-__all__ = ["DEFAULT_RESERVE_PER_IMAGE", "RESERVE_DISTANCE_PX", "sample_healthy_reserve"]
+__all__ = ["RESERVE_DISTANCE_PX", "sample_healthy_reserve"]
 
 logger = logging.getLogger(__name__)
 
-#: spare healthy boxes per healthy training image (enough for the study's added lesions)
-DEFAULT_RESERVE_PER_IMAGE = 50
 #: reserve boxes keep at least this distance (px) from the lesions of their image
 RESERVE_DISTANCE_PX = 64
 
