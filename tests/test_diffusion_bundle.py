@@ -75,14 +75,6 @@ def trained(datalists, tmp_path_factory):
     return _train(tmp_path_factory.mktemp("ddpm_run") / "run", datalists["all"], max_epochs=1, batch_size=16)
 
 
-def _cause_chain(error: BaseException) -> str:
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
-
-
 def test_training_through_monai_bundle_from_a_foreign_directory(tmp_path):
     """The real command line from another directory, on the phantom default (no dataset given)."""
     out = tmp_path / "run"
@@ -114,7 +106,7 @@ def test_shared_weights_are_the_ema_ones(trained):
     assert not all(torch.equal(weights[k], state["network"][k]) for k in weights)  # EMA lags the network
 
 
-def test_resume_is_bitwise_equal_to_an_uninterrupted_run(datalists, tmp_path):
+def test_resume_is_bitwise_equal_to_an_uninterrupted_run(datalists, tmp_path, cause_chain):
     data = datalists["mass"]
     # the straight run draws no previews, the interrupted one does: previews must not disturb training
     straight = _train(tmp_path / "straight", data, max_epochs=2, preview_every=0)
@@ -132,10 +124,10 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(datalists, tmp_path):
     assert not all(torch.equal(one_epoch[k], c[k]) for k in c)
     with pytest.raises(Exception) as info:
         _train(tmp_path / "resumed", data, max_epochs=3, resume=True, seed=5)
-    assert "resume with the same --seed" in _cause_chain(info.value)
+    assert "resume with the same --seed" in cause_chain(info.value)
     with pytest.raises(Exception) as info:
         _train(tmp_path / "empty", data, max_epochs=1, resume=True)
-    assert "last.pt: no training state to resume from" in _cause_chain(info.value)
+    assert "last.pt: no training state to resume from" in cause_chain(info.value)
 
 
 def _png_bytes(folder: Path) -> list[bytes]:
@@ -174,7 +166,7 @@ def test_files_format_provenance_and_determinism(trained, tmp_path):
     assert [np.asarray(Image.open(p)).tobytes() for p in sorted(last.glob("*.png"))] == [im.tobytes() for im in images]
 
 
-def test_lesion_type_override_and_task_all(trained, tmp_path):
+def test_lesion_type_override_and_task_all(trained, tmp_path, cause_chain):
     calc = _sample(tmp_path / "calc", trained / "model.pt", task="all", lesion_type="calcification")
     anything = _sample(tmp_path / "any", trained / "model.pt", task="all")
     data = json.loads((calc / DATALIST_NAME).read_text())
@@ -188,11 +180,11 @@ def test_lesion_type_override_and_task_all(trained, tmp_path):
     assert _png_bytes(calc) != _png_bytes(anything)  # the class embedding changes the samples
     with pytest.raises(Exception) as info:
         _sample(tmp_path / "bad", trained / "model.pt", task="mass", lesion_type="calcification")
-    assert "the mass task takes masses only" in _cause_chain(info.value)
+    assert "the mass task takes masses only" in cause_chain(info.value)
     assert not (tmp_path / "bad").exists()
 
 
-def test_rflow_training_and_sampling(datalists, tmp_path):
+def test_rflow_training_and_sampling(datalists, tmp_path, cause_chain):
     run = _train(tmp_path / "run", datalists["mass"], max_epochs=1, scheduler="rflow")
     assert torch.load(run / "last.pt", weights_only=True)["training_scheduler"] == "rflow"
     out = _sample(tmp_path / "out", run / "model.pt", training_scheduler="rflow")
@@ -200,7 +192,7 @@ def test_rflow_training_and_sampling(datalists, tmp_path):
     assert data["generator"]["sampler"] == "rflow" and len(list(out.glob("*.png"))) == 3
     with pytest.raises(Exception) as info:
         _sample(tmp_path / "mismatch", run / "model.pt", training_scheduler="rflow", sampler="ddim")
-    assert "needs a model trained with --scheduler ddpm" in _cause_chain(info.value)
+    assert "needs a model trained with --scheduler ddpm" in cause_chain(info.value)
 
 
 def test_bad_weights_and_output_folder(trained, tmp_path):

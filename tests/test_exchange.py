@@ -30,6 +30,8 @@ from mammoshare.hashing import sha256_file as archive_sha256
 from mammoshare.gan.inference import generate_synthetic_patches
 from mammoshare.networks import DCGANDiscriminator, DCGANGenerator
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = 4
 SNAPSHOTS = ("epoch_0500.pt", "epoch_0550.pt")
@@ -94,15 +96,6 @@ def make_bundle(root: Path, name: str = "dcgan_bcdr", leaky_slope: float | None 
     (models / "previews" / "epoch_0050.png").write_bytes(b"\x89PNG junk")
     (bundle / "notes.txt").write_text("private notes")
     return bundle
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny networks gain nothing from threads; on a busy 2-core machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -97,23 +97,14 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(bundle, bcdr_mass_datal
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def _cause_chain(error: BaseException) -> str:
-    """MONAI wraps errors of config expressions: the messages of the whole chain."""
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
-
-
-def test_resume_needs_last_pt_and_the_same_seed(bcdr_mass_datalist, tmp_path):
+def test_resume_needs_last_pt_and_the_same_seed(bcdr_mass_datalist, tmp_path, cause_chain):
     with pytest.raises(Exception) as info:
         _train("dcgan_bcdr", tmp_path / "empty", bcdr_mass_datalist, max_epochs=1, resume=True)
-    assert "last.pt: no training state to resume from" in _cause_chain(info.value)
+    assert "last.pt: no training state to resume from" in cause_chain(info.value)
     _train("dcgan_bcdr", tmp_path / "r", bcdr_mass_datalist, max_epochs=1)
     with pytest.raises(Exception) as info:
         _train("dcgan_bcdr", tmp_path / "r", bcdr_mass_datalist, max_epochs=2, resume=True, seed=5)
-    assert "resume with the same --seed" in _cause_chain(info.value)
+    assert "resume with the same --seed" in cause_chain(info.value)
 
 
 def _tiny_wgan(n_batches, n_critic, epochs, batch_size=2):

@@ -25,6 +25,8 @@ from mammoshare.exchange.signing import generate_signing_key
 from mammoshare.exchange.verify import verify_bundle
 from test_exchange import make_bundle
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
 
