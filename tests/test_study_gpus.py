@@ -1,6 +1,7 @@
 """The study runner's GPU scheduling: one stage per GPU at a time, --gpus, and where each cell ran."""
 
 import argparse
+import json
 import threading
 import time
 
@@ -8,7 +9,7 @@ import pytest
 
 from mammoshare.study import runner
 from mammoshare.study.cli import add_study_parser
-from mammoshare.study.report import _cell_entry
+from mammoshare.study.report import write_outputs
 from mammoshare.study.stages import placement
 
 
@@ -73,7 +74,14 @@ def test_gpus_option(monkeypatch):
 def test_records_and_report_say_where_a_cell_ran(tmp_path):
     assert placement({"device": "cpu"}) == "cpu"
     assert placement({"device": "cpu", "gpu_slot": "GPU 1"}) == "cpu (worker of the GPU 1 slot)"
-    cell = {"id": "c", "label": "c", "task": "mass", "classifier": "cnn", "fraction": 1.0, "row": "none", "seed": 0,
-            "status": "planned", "spec_id": "c"}
-    entry = _cell_entry(cell, {"c": {"status": "done", "ran_on": "GPU 1 (NVIDIA H100)", "outputs": {}}}, tmp_path)
+    options = runner.StudyOptions(preset="paper", out=tmp_path / "study", centre_a=tmp_path / "inbreast", only=["none"],
+                                  tasks=["mass"], classifiers=["cnn"], fractions=[1.0], seeds=1)
+    plan = runner.plan_study(options)
+    cell = next(c for c in plan.cells if c["status"] == "planned")
+    metrics = {name: 0.5 for name in ("accuracy", "f1", "auroc", "auprc")}
+    outputs = {"metrics": metrics, "ci": {name: {"low": 0.4, "high": 0.6} for name in metrics}}
+    records = {cell["spec_id"]: {"status": "done", "ran_on": "GPU 1 (NVIDIA H100)", "outputs": outputs}}
+    write_outputs(plan, records, options, {}, 0.0, [], [], [])
+    runs = json.loads((tmp_path / "study" / "runs.json").read_text())
+    entry = next(c for c in runs["cells"] if c["id"] == cell["id"])
     assert entry["ran_on"] == "GPU 1 (NVIDIA H100)"
