@@ -35,12 +35,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from ..datalist import PHANTOM_MARKER
 from ..layouts import BCDR_FLAG_COLUMNS as FLAG_COLUMNS
 from ..layouts import BCDR_IMG_COLUMNS as IMG_COLUMNS
 from ..layouts import BCDR_OUTLINE_COLUMNS as OUTLINE_COLUMNS
 from ..layouts import BCDR_VIEWS, bcdr_csv_name, bcdr_folder
-from .synth import PHANTOM_NOTICE, PHANTOM_SHAPE, synth_mammogram
+from .synth import PHANTOM_SHAPE, mark_phantom_root, synth_mammogram
 
 __all__ = ["write_bcdr_phantom", "OUTLINE_COLUMNS", "IMG_COLUMNS", "BCDR_VIEWS"]
 
@@ -202,12 +201,7 @@ def write_bcdr_phantom(root: str | Path, seed: int = 2021) -> Path:
 
     The same seed gives byte-identical files.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / PHANTOM_MARKER).write_text(
-        PHANTOM_NOTICE + "\n\nLayout: BCDR (BCDR-D01_dataset, BCDR-F01_dataset, BCDR-DN01_dataset), "
-        f"written by mammoshare.phantom.bcdr with seed {seed}.\n"
-    )
+    root = mark_phantom_root(root, "BCDR (BCDR-D01_dataset, BCDR-F01_dataset, BCDR-DN01_dataset)", __name__, seed)
     _write_lesion_dataset(root, _Dataset("D01", film=False), _D01, seed, first_lesion_id=1)
     _write_lesion_dataset(root, _Dataset("F01", film=True), _F01, seed, first_lesion_id=101)
     _write_normal_dataset(root, _Dataset("DN01", film=False), _DN01, seed)

@@ -41,13 +41,12 @@ import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from ..datalist import PHANTOM_MARKER
 from ..layouts import CBIS_DDSM_CALC_COLUMNS as CALC_COLUMNS
 from ..layouts import CBIS_DDSM_CASE_CSVS as CASE_CSV_NAMES
 from ..layouts import CBIS_DDSM_DICOM_FOLDER as DICOM_FOLDER
 from ..layouts import CBIS_DDSM_MASS_COLUMNS as MASS_COLUMNS
 from .dicom import write_mg_dicom
-from .synth import PHANTOM_NOTICE, PhantomImage, synth_mammogram
+from .synth import PHANTOM_NOTICE, PhantomImage, mark_phantom_root, synth_mammogram
 
 __all__ = ["write_cbis_ddsm_phantom", "MASS_COLUMNS", "CALC_COLUMNS", "CASE_CSV_NAMES", "DICOM_FOLDER", "IMAGE_SHAPE"]
 
@@ -228,13 +227,10 @@ def write_cbis_ddsm_phantom(root: str | Path, seed: int = 2021) -> Path:
     clusters) in the four case description CSVs, densities 1-4, pathologies MALIGNANT / BENIGN /
     BENIGN_WITHOUT_CALLBACK. Deterministic for ``seed``.
     """
-    root = Path(root)
+    root = mark_phantom_root(root, f"CBIS-DDSM (TCIA) case description CSVs and DICOM files under {DICOM_FOLDER}/",
+                             __name__, seed)
     dicom_root = root / DICOM_FOLDER
     dicom_root.mkdir(parents=True, exist_ok=True)
-    (root / PHANTOM_MARKER).write_text(
-        PHANTOM_NOTICE + "\n\nLayout: CBIS-DDSM (TCIA) case description CSVs and DICOM files under "
-        f"{DICOM_FOLDER}/. Written by mammoshare.phantom.cbis_ddsm with seed {seed}.\n"
-    )
     rows: dict[tuple[str, str], list[dict]] = {key: [] for key in CASE_CSV_NAMES}
     counter = 0  # abnormality counter over the whole phantom: cycles pathologies and quirks
     for spec in _IMAGES:

@@ -34,11 +34,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..datalist import PHANTOM_MARKER
 from ..layouts import INBREAST_CSV, INBREAST_DICOM_DIR, INBREAST_XML_DIR
 from ..layouts import INBREAST_CSV_HEADER as CSV_HEADER
 from .dicom import write_mg_dicom
-from .synth import PHANTOM_NOTICE, PhantomImage, synth_mammogram
+from .synth import PhantomImage, mark_phantom_root, synth_mammogram
 
 __all__ = ["write_inbreast_phantom", "inbreast_phantom_truth", "INBREAST_PHANTOM_SPACING_MM", "CSV_HEADER"]
 
@@ -347,10 +346,8 @@ def write_inbreast_phantom(root: str | Path, seed: int = 2021) -> Path:
         acr = "" if spec.acr is None else str(spec.acr)
         rows.append(";".join(["removed", "removed", spec.laterality, spec.view, spec.date, spec.file_id, acr, spec.birads]))
     (root / INBREAST_CSV).write_text("\n".join(rows) + "\n")
-    (root / PHANTOM_MARKER).write_text(
-        PHANTOM_NOTICE + "\n\nLayout: INbreast (AllDICOMs/, AllXML/, INbreast.csv). "
-        f"Seed {seed}. Pixel spacing {spacing} mm (real INbreast: 0.07 mm).\n"
-    )
+    mark_phantom_root(root, f"INbreast (AllDICOMs/, AllXML/, INbreast.csv), pixel spacing {spacing} mm (real INbreast: "
+                      "0.07 mm)", __name__, seed)
     return root
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..datalist import PHANTOM_MARKER
 from ..layouts import MIAS_INFO
-from .synth import PHANTOM_NOTICE, synth_mammogram
+from .synth import mark_phantom_root, synth_mammogram
 
 __all__ = ["write_mias_phantom", "MIAS_SIZE", "FILM_SHAPE", "INFO_HEADER", "PHANTOM_PLAN"]
 
@@ -145,12 +144,7 @@ def write_mias_phantom(root: str | Path, seed: int = 2021) -> Path:
 
     The same seed gives byte-identical files.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / PHANTOM_MARKER).write_text(
-        PHANTOM_NOTICE + "\n\nLayout: mini-MIAS (Info.txt and mdbNNN.pgm), "
-        f"written by mammoshare.phantom.mias with seed {seed}.\n"
-    )
+    root = mark_phantom_root(root, "mini-MIAS (Info.txt and mdbNNN.pgm)", __name__, seed)
     table: list[str] = []
     for woman, (bg, right_rows, left_rows) in enumerate(PHANTOM_PLAN):
         for offset, laterality, rows in ((1, "R", right_rows), (2, "L", left_rows)):
