@@ -42,6 +42,28 @@ def _mosaic(tiles: list[np.ndarray], cols: int, gap: int = 4) -> np.ndarray:
     return canvas
 
 
+def _save(plt, fig, path: Path, dpi: int, tight_box: bool = False) -> Path:
+    """Write ``fig`` to ``path`` (laid out tightly, or cropped to its drawing with ``tight_box``) and close it."""
+    if tight_box:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    else:
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _histograms(ax, bins, series, lines, title: str, fontsize: int) -> None:
+    """Overlaid density histograms (``series``: ``(values, label)``), vertical ``lines``
+    (``axvline`` keyword dicts), a title and a legend."""
+    for values, label in series:
+        ax.hist(values, bins=bins, alpha=0.6, density=True, label=label)
+    for line in lines:
+        ax.axvline(**{"color": "k", "linestyle": "--", "linewidth": 1, **line})
+    ax.set_title(title, fontsize=fontsize)
+    ax.legend(fontsize=fontsize - 2)
+
+
 def _samples(out: Path, syn, seed: int) -> Path:
     plt = _plt()
     rng = np.random.default_rng(seed)
@@ -52,10 +74,7 @@ def _samples(out: Path, syn, seed: int) -> Path:
     ax.imshow(_mosaic([syn.patches[i] for i in pick], cols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"{n} random synthetic samples of {len(syn)}", fontsize=9)
-    path = out / "samples.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "samples.png", 100, tight_box=True)
 
 
 def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
@@ -76,30 +95,19 @@ def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
     ax.axis("off")
     ax.set_title("Samples closest to a training patch (pixel NCC, flips included): sample | nearest train | "
                  "nearest holdout\nREAL PATIENT PATCHES: do not share", fontsize=7)
-    path = out / "nearest_neighbours.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "nearest_neighbours.png", 100, tight_box=True)
 
 
 def _msssim(out: Path, msssim: dict, family: dict) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    bins = np.linspace(0, 1, 41)
-    ax.hist(msssim["msssim_real"], bins=bins, alpha=0.6, density=True, label="real pairs")
-    ax.hist(msssim["msssim_synthetic"], bins=bins, alpha=0.6, density=True, label="synthetic pairs")
     thr = family["figures"]["msssim_synthetic_pairs"]["threshold"]
-    for key, style in (("warn", "--"), ("fail", ":")):
-        if thr[key] is not None:
-            ax.axvline(thr[key], color="k", linestyle=style, linewidth=1, label=f"{key} threshold")
+    lines = [{"x": thr[key], "linestyle": style, "label": f"{key} threshold"}
+             for key, style in (("warn", "--"), ("fail", ":")) if thr[key] is not None]
+    _histograms(ax, np.linspace(0, 1, 41), [(msssim["msssim_real"], "real pairs"),
+                (msssim["msssim_synthetic"], "synthetic pairs")], lines, f"diversity: {family['verdict']}", 9)
     ax.set_xlabel("MS-SSIM of a random pair")
-    ax.set_title(f"diversity: {family['verdict']}", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "msssim_hist.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "msssim_hist.png", 90)
 
 
 def _ratios(out: Path, arrays: dict, family: dict) -> Path:
@@ -107,29 +115,19 @@ def _ratios(out: Path, arrays: dict, family: dict) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
     for col, space in enumerate(("pixel", "feature")):
         a = arrays[space]
-        ax = axes[0, col]
         hi = float(np.quantile(np.concatenate([a["d_train"], a["d_train_holdout"]]), 0.995)) or 1.0
-        bins = np.linspace(0, hi, 41)
-        ax.hist(a["d_train_holdout"], bins=bins, alpha=0.6, density=True, label="holdout -> train")
-        ax.hist(a["d_train"], bins=bins, alpha=0.6, density=True, label="synthetic -> train")
-        ax.axvline(a["tau"], color="k", linestyle="--", linewidth=1, label="copy distance (1st pct)")
-        ax.set_title(f"{space}: distance to the nearest training patch", fontsize=8)
-        ax.legend(fontsize=6)
-        ax = axes[1, col]
+        _histograms(axes[0, col], np.linspace(0, hi, 41),
+                    [(a["d_train_holdout"], "holdout -> train"), (a["d_train"], "synthetic -> train")],
+                    [{"x": a["tau"], "label": "copy distance (1st pct)"}],
+                    f"{space}: distance to the nearest training patch", 8)
         hi = float(np.quantile(np.concatenate([a["ratio"], a["ratio_holdout"]]), 0.995)) or 2.0
-        bins = np.linspace(0, max(hi, 1.05), 41)
-        ax.hist(a["ratio_holdout"], bins=bins, alpha=0.6, density=True, label="real holdout")
-        ax.hist(a["ratio"], bins=bins, alpha=0.6, density=True, label="synthetic")
-        ax.axvline(a["rho"], color="k", linestyle="--", linewidth=1, label="1st pct of real")
-        ax.axvline(1.0, color="grey", linewidth=0.8)
-        ax.set_title(f"{space}: nearest-train / nearest-holdout distance", fontsize=8)
-        ax.legend(fontsize=6)
+        _histograms(axes[1, col], np.linspace(0, max(hi, 1.05), 41),
+                    [(a["ratio_holdout"], "real holdout"), (a["ratio"], "synthetic")],
+                    [{"x": a["rho"], "label": "1st pct of real"},
+                     {"x": 1.0, "color": "grey", "linestyle": "-", "linewidth": 0.8}],
+                    f"{space}: nearest-train / nearest-holdout distance", 8)
     fig.suptitle(f"memorisation: {family['verdict']}", fontsize=9)
-    fig.tight_layout()
-    path = out / "distance_ratio_hist.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "distance_ratio_hist.png", 90)
 
 
 def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
@@ -147,11 +145,7 @@ def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
     ax1.legend(loc="upper left", fontsize=6)
     ax2.legend(loc="upper right", fontsize=6)
     ax1.set_title("diversity per snapshot", fontsize=9)
-    fig.tight_layout()
-    path = out / "snapshots.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "snapshots.png", 90)
 
 
 def write_sheets(out: Path, *, syn, real, n_t, worst, arrays, msssim, snapshots, families, seed) -> dict:
