@@ -21,8 +21,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mammoshare.hashing import sha256_bytes
 
@@ -99,34 +101,35 @@ def generate_signing_key(private_path: str | os.PathLike, public_path: str | os.
     return key_fingerprint(key.public_key())
 
 
+def _load_pem_key(path: str | os.PathLike, load: Callable[[bytes], Any], expected: type, kind: str, missing: str,
+                  not_pem: str):
+    """A key of type ``expected`` (``kind``: what it is called) read from the PEM file ``path`` by
+    ``load``; every problem is a SigningError naming the file (``missing``, ``not_pem``: the words
+    for a missing file and for one that ``load`` refuses)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SigningError(f"{path}: {missing} not found")
+    try:
+        key = load(path.read_bytes())
+    except (ValueError, TypeError) as e:
+        raise SigningError(f"{path}: not {not_pem} ({e})") from None
+    if not isinstance(key, expected):
+        raise SigningError(f"{path}: a {type(key).__name__}; an Ed25519 {kind} is expected (mammoshare keygen)")
+    return key
+
+
 def load_private_key(path: str | os.PathLike):
     """An Ed25519 private key from a PEM file (unencrypted)."""
     serialization, Ed25519PrivateKey, _, _ = _crypto()
-    path = Path(path)
-    if not path.is_file():
-        raise SigningError(f"{path}: signing key not found")
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
-        raise SigningError(f"{path}: not an unencrypted PEM private key ({e})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningError(f"{path}: a {type(key).__name__}; an Ed25519 private key is expected (mammoshare keygen)")
-    return key
+    return _load_pem_key(path, lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey,
+                         "private key", "signing key", "an unencrypted PEM private key")
 
 
 def load_public_key(path: str | os.PathLike):
     """An Ed25519 public key from a PEM file."""
     serialization, _, Ed25519PublicKey, _ = _crypto()
-    path = Path(path)
-    if not path.is_file():
-        raise SigningError(f"{path}: public key not found")
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes()[:65536])
-    except (ValueError, TypeError) as e:
-        raise SigningError(f"{path}: not a PEM public key ({e})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise SigningError(f"{path}: a {type(key).__name__}; an Ed25519 public key is expected (mammoshare keygen)")
-    return key
+    return _load_pem_key(path, lambda data: serialization.load_pem_public_key(data[:65536]), Ed25519PublicKey,
+                         "public key", "public key", "a PEM public key")
 
 
 def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
