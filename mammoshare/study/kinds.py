@@ -37,6 +37,19 @@ def _subset_counts(datalist: dict) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _parts(spec: dict) -> tuple[dict, dict, dict]:
+    """A stage spec's ``config``, ``inputs`` and ``runtime`` (settings that do not change the result)."""
+    return spec["config"], spec["inputs"], spec.get("runtime", {})
+
+
+def _bundle_overrides(spec: dict, **overrides: Any) -> dict[str, Any]:
+    """The overrides of a stage's bundle run on its datalist: the datalist, task and seed, then
+    ``overrides``, then the runtime settings that are set (device, loader workers)."""
+    config, inputs, runtime = _parts(spec)
+    return {"datalist": inputs["datalist"], "task": config["task"], "seed": config["seed"], **overrides,
+            **{k: v for k, v in runtime.items() if v is not None}}
+
+
 def run_datalist(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
     from ..datalist import DatalistError, write_datalist
     from ..readers import build_datalist
@@ -62,24 +75,16 @@ def run_datalist(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dic
 
 
 def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
-    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    config, inputs, _ = _parts(spec)
     settings = config["settings"]
-    overrides = {
-        "datalist": inputs["datalist"],
-        "task": config["task"],
-        "output_dir": str(folder / "run"),
-        "seed": config["seed"],
-        "subsets": list(config.get("subsets", ("training", "validation", "test"))),
-        "max_epochs": settings["max_epochs"],
-        "ngf": settings["ngf"],
-        "ndf": settings["ndf"],
-        "batch_size": settings["batch_size"],
-        "snapshot_start": settings["snapshot_start"],
-        "snapshot_every": settings["snapshot_every"],
-        "preview_every": settings["preview_every"],
-        "resume": bool(resume),
-        **{k: v for k, v in runtime.items() if v is not None},
-    }
+    overrides = _bundle_overrides(
+        spec,
+        output_dir=str(folder / "run"),
+        subsets=list(config.get("subsets", ("training", "validation", "test"))),
+        **{key: settings[key] for key in ("max_epochs", "ngf", "ndf", "batch_size", "snapshot_start", "snapshot_every",
+                                          "preview_every")},
+        resume=bool(resume),
+    )
     run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides))
     written = read_training_counts(folder / "run")
     trained_on = {"subsets": written["subsets"], "patches": written["patches"], "patients": written["patients"]}
@@ -127,7 +132,7 @@ def _sampling_overrides(config: dict, inputs: dict, runtime: dict, out: Path) ->
 def run_synthetic(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
     from ..datalist import load_datalist
 
-    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    config, inputs, runtime = _parts(spec)
     if not Path(inputs["config_file"]).is_file():
         raise FileNotFoundError(
             f"{inputs['config_file']}: the generator bundle's inference config is not there; {spec['label']} cannot be sampled"
@@ -158,7 +163,7 @@ def run_audit_stage(spec: dict, folder: Path, study_dir: Path, resume: bool) -> 
     :func:`mammoshare.audit.run_audit` against its training patches and the holdout."""
     from ..audit import audit_summary, load_audit, run_audit
 
-    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    config, inputs, runtime = _parts(spec)
     samples = folder / "samples"
     overrides, required = _sampling_overrides(config, inputs, runtime, samples)
     run_bundle(Path(inputs["config_file"]), overrides, required=required)
@@ -192,18 +197,10 @@ def _metrics_summary(metrics: dict) -> tuple[dict, dict]:
 def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str, Any]:
     import time
 
-    config, inputs, runtime = spec["config"], spec["inputs"], spec.get("runtime", {})
+    config, inputs, _ = _parts(spec)
     settings = config["classifier_settings"]
-    common = {
-        "datalist": inputs["datalist"],
-        "dataset": config["centre_a_format"],
-        "task": config["task"],
-        "classifier": config["classifier"],
-        "seed": config["seed"],
-        "positive_class": config["positive_class"],
-        "batch_size": settings["batch_size"],
-        **{k: v for k, v in runtime.items() if v is not None},
-    }
+    common = _bundle_overrides(spec, dataset=config["centre_a_format"], classifier=config["classifier"],
+                               positive_class=config["positive_class"], batch_size=settings["batch_size"])
     train_overrides = {
         **common,
         "output_dir": str(folder / "train"),
