@@ -19,10 +19,13 @@ did.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .datalist import CaseCollector
 
 __all__ = [
     "APPLY_VOI_DEFAULTS",
@@ -32,6 +35,7 @@ __all__ = [
     "PAPER_MARGIN_PX",
     "PAPER_HEALTHY_BOX_PX",
     "PatchGeometry",
+    "ReadRequest",
     "default_apply_voi",
     "record_apply_voi",
     "resolve_apply_voi",
@@ -176,3 +180,16 @@ class PatchGeometry:
             "default_pixel_spacing_mm": self.default_spacing_mm,
             "apply_voi": bool(self.apply_voi),
         }
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What a dataset reader is asked, ``read_X(root, request)``: the ``task`` (``"all"`` or
+    ``"mass"``), the ``collector`` that a bad case goes to, the ``seed`` and number
+    (``healthy_per_image``) of the healthy boxes per healthy image, and the patch ``geometry``."""
+
+    task: str
+    collector: CaseCollector
+    seed: int = 2021
+    healthy_per_image: int = 5
+    geometry: PatchGeometry = field(default_factory=PatchGeometry)

@@ -13,6 +13,7 @@ import pytest
 import tifffile
 
 from mammoshare.datalist import PHANTOM_MARKER, SUBSETS, CaseCollector, DatalistError, datalist_records
+from mammoshare.extraction import PatchGeometry, ReadRequest
 from mammoshare.phantom.bcdr import write_bcdr_phantom
 from mammoshare.phantom.synth import PHANTOM_NOTICE
 from mammoshare.readers import build_datalist
@@ -277,8 +278,8 @@ def test_rgb_with_equal_channels_loads_as_grey(bcdr_root, datalists):
 
 
 def test_records_image_by_image_and_deterministic(bcdr_root, datalists):
-    first = read_bcdr(bcdr_root, "all", CaseCollector(), 2021, 5, 128)
-    again = read_bcdr(bcdr_root, "all", CaseCollector(), 2021, 5, 128)
+    first = read_bcdr(bcdr_root, ReadRequest("all", CaseCollector(), 2021, 5, PatchGeometry(healthy_box_px=128)))
+    again = read_bcdr(bcdr_root, ReadRequest("all", CaseCollector(), 2021, 5, PatchGeometry(healthy_box_px=128)))
     assert first == again
     order = [r["image"] for r in first]
     runs = [image for image, _ in itertools.groupby(order)]

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from mammoshare.datalist import PHANTOM_MARKER, CaseCollector, DatalistError, datalist_records
+from mammoshare.extraction import PatchGeometry, ReadRequest
 from mammoshare.phantom.cbis_ddsm import write_cbis_ddsm_phantom
 from mammoshare.phantom.synth import PHANTOM_NOTICE
 from mammoshare.readers import build_datalist
@@ -263,7 +264,7 @@ def test_split_by_patient(datalists, task):
 
 def test_records_image_by_image(cbis_root):
     collector = CaseCollector()
-    records = read_cbis_ddsm(cbis_root, "all", collector, 2021, 5, 128)
+    records = read_cbis_ddsm(cbis_root, ReadRequest("all", collector, 2021, 5, PatchGeometry(healthy_box_px=128)))
     assert collector.bad_cases == []
     order = [r["image"] for r in records]
     runs = [image for i, image in enumerate(order) if i == 0 or order[i - 1] != image]

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 
 from mammoshare.datalist import PHANTOM_MARKER, SUBSETS, CaseCollector, DatalistError, datalist_records
+from mammoshare.extraction import PatchGeometry, ReadRequest
 from mammoshare.phantom import inbreast as phantom
 from mammoshare.phantom.synth import PHANTOM_NOTICE
 from mammoshare.readers import build_datalist
@@ -451,9 +452,9 @@ def test_bad_cases(root, tmp_path, truth):
 def test_read_inbreast_directly(root):
     """The reader contract: records image by image, absolute paths, no bad case on the phantom."""
     collector = CaseCollector()
-    records = reader.read_inbreast(root, "all", collector, 2021, 2, 96)
+    records = reader.read_inbreast(root, ReadRequest("all", collector, 2021, 2, PatchGeometry(healthy_box_px=96)))
     assert collector.bad_cases == []
     healthy = [r for r in records if r["label"] == 0]
     assert healthy and all(r["box"][2] - r["box"][0] == 96 for r in healthy)
     assert all(Path(r["image"]).is_absolute() and Path(r["image"]).is_file() for r in records)
-    assert records == reader.read_inbreast(root, "all", CaseCollector(), 2021, 2, 96)
+    assert records == reader.read_inbreast(root, ReadRequest("all", CaseCollector(), 2021, 2, PatchGeometry(healthy_box_px=96)))

@@ -1,9 +1,9 @@
 """Readers that turn raw datasets (INbreast, BCDR, CBIS-DDSM, mini-MIAS) into datalists.
 
-Every reader has the signature ``read_X(root, task, collector, seed, healthy_per_image,
-healthy_box_size, *, geometry=None) -> list[record]`` (``geometry``: the
-:class:`~mammoshare.extraction.PatchGeometry` of box sizes, windowing and spacing; the INbreast
-reader also takes ``calcifications``) and returns records (see :mod:`mammoshare.datalist`) with
+Every reader has the signature ``read_X(root, request) -> list[record]`` (``request``: a
+:class:`~mammoshare.extraction.ReadRequest`, the task, the case collector, the seed and count of the
+healthy boxes and the :class:`~mammoshare.extraction.PatchGeometry` of box sizes, windowing and
+spacing; the INbreast reader also takes ``calcifications``) and returns records (see :mod:`mammoshare.datalist`) with
 absolute image paths, grouped image by image. A problem with one case goes through the
 ``collector`` (reported, or skipped with ``--skip-bad``); a problem with the whole dataset (a
 missing folder or CSV, missing columns) raises :class:`~mammoshare.datalist.DatalistError`.
@@ -107,20 +107,11 @@ def official_split(records: list[dict], seed: int, dataset: str = "cbis-ddsm") -
     return split
 
 
-def _reader_options(reader, dataset: str, geometry, calcifications: str | None) -> dict[str, Any]:
-    """The keyword options this reader takes; an option it does not know is an error unless it is
-    at its default (so that no setting is silently ignored)."""
-    from ..extraction import PatchGeometry
-
+def _reader_options(reader, dataset: str, calcifications: str | None) -> dict[str, Any]:
+    """The dataset's own keyword options this reader takes (beyond the :class:`ReadRequest` all
+    readers take); an option it does not know is an error (so that no setting is silently ignored)."""
     accepted = inspect.signature(reader).parameters
     options: dict[str, Any] = {}
-    if "geometry" in accepted:
-        options["geometry"] = geometry
-    elif geometry != PatchGeometry(healthy_box_px=geometry.healthy_box_px):
-        raise DatalistError(
-            f"the {dataset} reader does not take --margin/--margin-mm/--healthy-box-mm/--default-pixel-spacing/"
-            "--apply-voi yet; build this datalist with the defaults"
-        )
     if calcifications is not None:
         if "calcifications" not in accepted:
             raise DatalistError(
@@ -169,7 +160,7 @@ def build_datalist(
     lesion counts per type and subset. Cases that give no record by the dataset's own definition
     (mini-MIAS lesions without a location) are listed in the datalist's ``notes``.
     """
-    from ..extraction import CALCIFICATION_POLICIES, PatchGeometry, lesion_type_counts, resolve_apply_voi
+    from ..extraction import CALCIFICATION_POLICIES, PatchGeometry, ReadRequest, lesion_type_counts, resolve_apply_voi
 
     if task not in TASKS:
         raise DatalistError(f"unknown task {task!r}; use one of {list(TASKS)}")
@@ -201,9 +192,9 @@ def build_datalist(
         )
     except ValueError as e:
         raise DatalistError(str(e)) from e
-    options = _reader_options(reader, dataset, geometry, calcifications)
+    options = _reader_options(reader, dataset, calcifications)
     collector = CaseCollector(skip_bad=skip_bad)
-    records = reader(root, task, collector, seed, healthy_per_image, healthy_box_size, **options)
+    records = reader(root, ReadRequest(task, collector, seed, healthy_per_image, geometry), **options)
     bad_cases = collector.finish(f"{dataset} at {root}")
     if split == "random":
         assignment = None

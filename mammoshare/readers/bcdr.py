@@ -39,7 +39,7 @@ from typing import Any
 from transforms import read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
-from ..extraction import PatchGeometry
+from ..extraction import PatchGeometry, ReadRequest
 from ..layouts import BCDR_FLAG_COLUMNS, BCDR_FOLDER, BCDR_VIEWS, bcdr_csv_name
 
 __all__ = ["read_bcdr", "find_bcdr_csvs", "OUTLINE_REQUIRED", "HEALTHY_REQUIRED", "HEALTHY_DATASETS"]
@@ -243,7 +243,7 @@ def _lesion_records(code, csv_path, image_path, rows, collector, geometry: Patch
     return records
 
 
-def _healthy_records(code, csv_path, line, row, seed, count, size, collector, geometry: PatchGeometry) -> list[dict[str, Any]]:
+def _healthy_records(code, csv_path, line, row, seed, count, collector, geometry: PatchGeometry) -> list[dict[str, Any]]:
     filename = row["image_filename"]
     case = f"{csv_path.name} line {line}: patient {row['patient_id']}, study {row['study_id']}"
     records: list[dict[str, Any]] = []
@@ -271,16 +271,7 @@ def _healthy_records(code, csv_path, line, row, seed, count, size, collector, ge
     return records
 
 
-def read_bcdr(
-    root: str | os.PathLike,
-    task: str,
-    collector: CaseCollector,
-    seed: int = 2021,
-    healthy_per_image: int = 5,
-    healthy_box_size: int = 128,
-    *,
-    geometry: PatchGeometry | None = None,
-) -> list[dict[str, Any]]:
+def read_bcdr(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, Any]]:
     """Records of every BCDR outline (lesions) and of the DN01 healthy images, image by image.
 
     Images are ordered by dataset code, patient, study and file name; the lesion records of one
@@ -288,7 +279,7 @@ def read_bcdr(
     healthy CSV under ``root``, or CSVs without the needed columns, raise DatalistError.
     """
     root = Path(root)
-    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
+    task, collector, geometry = request.task, request.collector, request.geometry
     outline_csvs, healthy_csvs = find_bcdr_csvs(root)
     if not outline_csvs and not healthy_csvs:
         raise DatalistError(
@@ -320,7 +311,7 @@ def read_bcdr(
             jobs.append((
                 key,
                 lambda c=code, p=csv_path, n=line, r=row: _healthy_records(
-                    c, p, n, r, seed, healthy_per_image, healthy_box_size, collector, geometry
+                    c, p, n, r, request.seed, request.healthy_per_image, collector, geometry
                 ),
             ))
     records: list[dict[str, Any]] = []

@@ -49,7 +49,7 @@ import numpy as np
 from transforms import MammogramError, read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
-from ..extraction import PatchGeometry
+from ..extraction import ReadRequest
 from ..layouts import CBIS_DDSM_CASE_CSVS, CBIS_DDSM_DICOM_FOLDER
 
 __all__ = [
@@ -381,16 +381,7 @@ def _abnormality_id(value: str) -> int | str:
         return value
 
 
-def read_cbis_ddsm(
-    root: str | os.PathLike,
-    task: str,
-    collector: CaseCollector,
-    seed: int,
-    healthy_per_image: int = 5,
-    healthy_box_size: int = 128,
-    *,
-    geometry: PatchGeometry | None = None,
-) -> list[dict]:
+def read_cbis_ddsm(root: str | os.PathLike, request: ReadRequest) -> list[dict]:
     """Read CBIS-DDSM into datalist records (see the module docstring).
 
     ``task`` ``"mass"`` reads the mass CSVs (the calc CSVs, when present, only to keep healthy
@@ -399,7 +390,7 @@ def read_cbis_ddsm(
     followed (for the file the healthy boxes are drawn from) by its healthy records.
     """
     root = Path(root).absolute()
-    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
+    task, collector = request.task, request.collector
     wanted = ("mass",) if task == "mass" else ("mass", "calc")
     expected = [name for kind in wanted for name, _ in CASE_CSVS[kind]]
     if not any((root / name).is_file() for name in expected):
@@ -423,10 +414,7 @@ def read_cbis_ddsm(
         group = by_image[key]
         if any(used(a) for a in group):
             records.extend(
-                _image_records(
-                    root, group, used, collector, seed, healthy_per_image, healthy_box_size, unusable.get(key, []),
-                    geometry,
-                )
+                _image_records(root, group, used, request, unusable.get(key, []))
             )
     return records
 
@@ -435,15 +423,12 @@ def _image_records(
     root: Path,
     group: list[CbisAbnormality],
     used,
-    collector: CaseCollector,
-    seed: int,
-    healthy_per_image: int,
-    healthy_box_size: int,
+    request: ReadRequest,
     bad_rows: list[str],
-    geometry: PatchGeometry,
 ) -> list[dict]:
     """The records of one physical image (one patient, side and view) from all its CSV rows;
     ``bad_rows`` names the unusable CSV rows of this image."""
+    collector, geometry = request.collector, request.geometry
     patient, side, view = group[0].image_key
     image_case = f"{patient} {'LEFT' if side == 'L' else 'RIGHT'} {view}"
     # the full mammogram files that the task uses, in CSV order
@@ -514,7 +499,7 @@ def _image_records(
         with collector.case(image_file, image_case):
             rng_key = image_file.relative_to(root).as_posix()
             healthy = geometry.healthy_boxes(
-                primary[1], healthy_per_image, image_rng(seed, rng_key), geometry.spacing(spacings[csv_path]),
+                primary[1], request.healthy_per_image, image_rng(request.seed, rng_key), geometry.spacing(spacings[csv_path]),
                 avoid=list(boxes.values()), avoid_distance=HEALTHY_DISTANCE_PX,
             )
             records.extend(

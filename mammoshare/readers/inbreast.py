@@ -55,8 +55,8 @@ import numpy as np
 
 from transforms import read_mammogram
 
-from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
-from ..extraction import CALCIFICATION_POLICIES, DEFAULT_CALCIFICATIONS, PatchGeometry
+from ..datalist import CaseError, DatalistError, image_rng, make_record
+from ..extraction import CALCIFICATION_POLICIES, DEFAULT_CALCIFICATIONS, ReadRequest
 from ..layouts import INBREAST_CSV, INBREAST_DICOM_DIR, INBREAST_REQUIRED_COLUMNS, INBREAST_XML_DIR
 
 __all__ = [
@@ -279,23 +279,14 @@ def _dicom_header(path: Path, case: str) -> tuple[tuple[int, int], tuple[float, 
     return shape, spacing
 
 
-def read_inbreast(
-    root: str | os.PathLike,
-    task: str,
-    collector: CaseCollector,
-    seed: int,
-    healthy_per_image: int = 5,
-    healthy_box_size: int = 128,
-    *,
-    geometry: PatchGeometry | None = None,
-    calcifications: str = DEFAULT_CALCIFICATIONS,
-) -> list[dict]:
+def read_inbreast(root: str | os.PathLike, request: ReadRequest, calcifications: str = DEFAULT_CALCIFICATIONS) -> list[dict]:
     """Records of the INbreast dataset at ``root`` (see the module docstring), image by image in
     the order of ``INbreast.csv``: for each image its lesion records, then its healthy records.
     ``calcifications``: ``"roi"`` (one lesion per ROI) or ``"cluster"`` (one per 5 mm cluster)."""
     if calcifications not in CALCIFICATION_POLICIES:
         raise DatalistError(f"unknown calcification policy {calcifications!r}; use one of {list(CALCIFICATION_POLICIES)}")
-    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
+    task, collector, geometry = request.task, request.collector, request.geometry
+    healthy_per_image = request.healthy_per_image
     root = Path(root)
     csv_path = root / INBREAST_CSV
     dicom_dir = root / INBREAST_DICOM_DIR
@@ -415,7 +406,7 @@ def read_inbreast(
                 if image.shape != shape:
                     raise CaseError(dicom_path, file_id, f"decoded image {image.shape} differs from the header's {shape}")
                 boxes = geometry.healthy_boxes(
-                    image, healthy_per_image, image_rng(seed, file_id), spacing, avoid=[box for _, box in lesions],
+                    image, healthy_per_image, image_rng(request.seed, file_id), spacing, avoid=[box for _, box in lesions],
                 )
                 image_records += [make_record(dicom_path, patient_id, 0, box, **common) for box in boxes]
             if len(collector.bad_cases) > errors:

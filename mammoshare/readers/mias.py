@@ -51,7 +51,7 @@ import numpy as np
 from transforms import MammogramError, read_mammogram
 
 from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
-from ..extraction import PatchGeometry
+from ..extraction import PatchGeometry, ReadRequest
 from ..layouts import MIAS_INFO
 
 __all__ = [
@@ -312,19 +312,10 @@ def _circle_box(info: Path, row: MiasRow, geometry: PatchGeometry) -> list[int]:
     return geometry.lesion_box(corners, (MIAS_SIZE, MIAS_SIZE), MIAS_SPACING)
 
 
-def read_mias(
-    root: str | os.PathLike,
-    task: str,
-    collector: CaseCollector,
-    seed: int = 2021,
-    healthy_per_image: int = 5,
-    healthy_box_size: int = 128,
-    *,
-    geometry: PatchGeometry | None = None,
-) -> list[dict[str, Any]]:
+def read_mias(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, Any]]:
     """Records of the mini-MIAS abnormalities (located ones of the task's classes) and of the NORM
     images, image by image in REFNUM order (see the module docstring)."""
-    geometry = geometry if geometry is not None else PatchGeometry(healthy_box_px=healthy_box_size)
+    task, collector, geometry = request.task, request.collector, request.geometry
     root = Path(root)
     info = find_info(root)
     rows = parse_info(info, collector)
@@ -387,7 +378,7 @@ def read_mias(
         if normal:
             with collector.case(path, image_case):
                 tissue = np.where(padding_mask(image), 0.0, image)  # the padding counts as background
-                boxes = geometry.healthy_boxes(tissue, healthy_per_image, image_rng(seed, refnum), MIAS_SPACING)
+                boxes = geometry.healthy_boxes(tissue, request.healthy_per_image, image_rng(request.seed, refnum), MIAS_SPACING)
                 records.extend(
                     make_record(
                         path, patient, 0, box, SOURCE, (), **_common(image_rows[0], geometry),
