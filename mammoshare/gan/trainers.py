@@ -32,7 +32,8 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from ..distributed import unwrap
-from ..fastpaths import amp_dtype, autocast, channels_last, compiled, grad_scaler
+from ..fastpaths import amp_dtype, autocast, compiled, grad_scaler
+from ..fastpaths import channels_last as to_channels_last
 from .losses import DCGANLoss, WGANGPLoss
 
 __all__ = ["DCGANTrainer", "WGANGPTrainer", "prepare_real_batch", "latent_maker", "unwrap", "loss_tensors"]
@@ -67,25 +68,33 @@ def loss_tensors(output: dict) -> dict[str, torch.Tensor]:
 
 
 class _GANTrainer(Trainer):
-    """What both GAN trainers share: the networks, the fast paths, latents, and the last generator loss."""
+    """What both GAN trainers share: the networks, the fast paths, latents, and the last generator loss.
+
+    The keyword options, the same for both trainers: ``latent_size`` (nz of the generator),
+    ``epoch_length`` (iterations per epoch; None: the loader's length), ``prepare_batch``,
+    ``train_handlers`` (MONAI/Ignite handlers), ``non_blocking``, and the fast paths ``amp``
+    (``False``, ``True``, ``"bf16"``, ``"fp16"``), ``channels_last`` (NHWC networks and batches) and
+    ``compile`` (``torch.compile`` of the forwards: ``True`` or its keyword arguments).
+    """
 
     def __init__(
         self,
-        device,
-        max_epochs,
-        train_data_loader,
-        generator,
-        discriminator,
-        g_optimizer,
-        d_optimizer,
-        latent_size,
-        epoch_length,
-        prepare_batch,
-        train_handlers,
-        non_blocking,
-        amp,
-        channels_last_format,
-        compile_networks,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: Optimizer,
+        d_optimizer: Optimizer,
+        *,
+        latent_size: int = 100,
+        epoch_length: int | None = None,
+        prepare_batch: Callable = prepare_real_batch,
+        train_handlers: Sequence | None = None,
+        non_blocking: bool = False,
+        amp: bool | str = False,
+        channels_last: bool = False,
+        compile: bool | dict = False,
     ):
         device = torch.device(device)
         super().__init__(
@@ -98,18 +107,18 @@ class _GANTrainer(Trainer):
             handlers=None,
             decollate=False,
         )
-        self.generator = channels_last(generator, channels_last_format)
-        self.discriminator = channels_last(discriminator, channels_last_format)
+        self.generator = to_channels_last(generator, channels_last)
+        self.discriminator = to_channels_last(discriminator, channels_last)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.latent_size = int(latent_size)
-        self.channels_last = bool(channels_last_format)
+        self.channels_last = bool(channels_last)
         self.amp_dtype = amp_dtype(amp, device)
         self.g_scaler = grad_scaler(device, self.amp_dtype)
         self.d_scaler = grad_scaler(device, self.amp_dtype)
-        self.g_forward = compiled(self.generator, compile_networks)
-        self.d_forward = compiled(self.discriminator, compile_networks)
+        self.g_forward = compiled(self.generator, compile)
+        self.d_forward = compiled(self.discriminator, compile)
         bare = unwrap(self.discriminator)
-        self.d_bare = self.d_forward if bare is self.discriminator else compiled(bare, compile_networks)
+        self.d_bare = self.d_forward if bare is self.discriminator else compiled(bare, compile)
         self.state.generator_updates = 0
         self.state.last_g_loss = float("nan")
         self._last_g_loss: torch.Tensor | None = None
@@ -187,41 +196,20 @@ class DCGANTrainer(_GANTrainer):
         train_data_loader: real patches scaled to [-1, 1], full batches.
         generator, discriminator: the networks (the discriminator returns logits).
         g_optimizer, d_optimizer: their optimizers (the paper: Adam, lr 2e-4, betas (0.5, 0.999)).
-        latent_size: nz of the generator.
         real_label_range: one-sided label smoothing of the real label, U(low, high).
         generator_target: the generator's target label.
-        amp: mixed precision (``False``, ``True``, ``"bf16"``, ``"fp16"``).
-        channels_last: NHWC networks and batches.
-        compile: ``torch.compile`` of the forwards (``True`` or its keyword arguments).
+        options: ``latent_size``, ``epoch_length``, ``train_handlers``, the fast paths ``amp``,
+            ``channels_last``, ``compile`` and the rest of :class:`_GANTrainer`'s keyword options.
 
     The output of each iteration is ``{"d_loss", "g_loss"}`` as device tensors;
     ``engine.state.generator_updates`` counts the updates.
     """
 
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: DataLoader,
-        generator: torch.nn.Module,
-        discriminator: torch.nn.Module,
-        g_optimizer: Optimizer,
-        d_optimizer: Optimizer,
-        latent_size: int = 100,
-        real_label_range: Sequence[float] = (0.8, 1.1),
-        generator_target: float = 1.0,
-        epoch_length: int | None = None,
-        prepare_batch: Callable = prepare_real_batch,
-        train_handlers: Sequence | None = None,
-        non_blocking: bool = False,
-        amp: bool | str = False,
-        channels_last: bool = False,
-        compile: bool | dict = False,
-    ):
-        super().__init__(
-            device, max_epochs, train_data_loader, generator, discriminator, g_optimizer, d_optimizer, latent_size,
-            epoch_length, prepare_batch, train_handlers, non_blocking, amp, channels_last, compile,
-        )
+    def __init__(self, *args: Any, real_label_range: Sequence[float] = (0.8, 1.1), generator_target: float = 1.0,
+                 **options: Any):
+        # device, max_epochs, train_data_loader, generator, discriminator, g_optimizer, d_optimizer (by
+        # position or by name) and the options: _GANTrainer's own arguments
+        super().__init__(*args, **options)
         self.loss = DCGANLoss(self.d_forward, real_label_range, generator_target)
         self.g_loss = DCGANLoss(self.d_bare, real_label_range, generator_target)
 
@@ -240,11 +228,11 @@ class WGANGPTrainer(_GANTrainer):
         train_data_loader: real patches scaled to [-1, 1], ``drop_last=True``.
         generator, critic: the networks; critic without BatchNorm and without Sigmoid.
         g_optimizer, c_optimizer: their optimizers (the paper: Adam, lr 1e-4, betas (0.5, 0.9)).
-        latent_size: nz of the generator.
         n_critic: critic updates per generator update (the paper: 5).
         gp_weight: lambda of the gradient penalty (the paper: 10).
-        train_handlers: MONAI/Ignite handlers.
-        amp, channels_last, compile: the fast paths, as for :class:`DCGANTrainer`. The gradient
+        options: ``latent_size``, ``epoch_length`` (None: one pass of the data, at least ``n_critic``
+            iterations), ``train_handlers``, the fast paths ``amp``, ``channels_last``, ``compile``
+            (as for :class:`DCGANTrainer`) and the rest of :class:`_GANTrainer`'s options. The gradient
             penalty (a gradient of a gradient) runs without ``torch.compile``, and in float32 under
             fp16 (whose range the squared gradient norms can leave); bf16 keeps it in autocast.
 
@@ -253,34 +241,13 @@ class WGANGPTrainer(_GANTrainer):
     ``engine.state.critic_updates`` and ``engine.state.generator_updates`` count the updates.
     """
 
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: DataLoader,
-        generator: torch.nn.Module,
-        critic: torch.nn.Module,
-        g_optimizer: Optimizer,
-        c_optimizer: Optimizer,
-        latent_size: int = 100,
-        n_critic: int = 5,
-        gp_weight: float = 10.0,
-        epoch_length: int | None = None,
-        prepare_batch: Callable = prepare_real_batch,
-        train_handlers: Sequence | None = None,
-        non_blocking: bool = False,
-        amp: bool | str = False,
-        channels_last: bool = False,
-        compile: bool | dict = False,
-    ):
+    def __init__(self, device, max_epochs, train_data_loader, generator, critic, g_optimizer, c_optimizer, *,
+                 n_critic: int = 5, gp_weight: float = 10.0, **options: Any):
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
-        if epoch_length is None:
-            epoch_length = max(len(train_data_loader), n_critic)  # every epoch updates the generator
-        super().__init__(
-            device, max_epochs, train_data_loader, generator, critic, g_optimizer, c_optimizer, latent_size,
-            epoch_length, prepare_batch, train_handlers, non_blocking, amp, channels_last, compile,
-        )
+        if options.get("epoch_length") is None:
+            options["epoch_length"] = max(len(train_data_loader), n_critic)  # every epoch updates the generator
+        super().__init__(device, max_epochs, train_data_loader, generator, critic, g_optimizer, c_optimizer, **options)
         self.critic, self.c_optimizer = self.discriminator, self.d_optimizer
         self.n_critic = n_critic
         # the penalty differentiates twice: the bare critic, never a compiled one (its gradients still
