@@ -36,9 +36,9 @@ def test_cells_run_one_per_gpu_at_a_time(monkeypatch, tmp_path):
             del busy[gpu]
         return {"id": spec["id"], "status": "done", "ran_on": f"GPU {gpu}"}
 
-    monkeypatch.setattr(runner, "_run_in_worker", fake_worker)
+    monkeypatch.setattr(runner, "run_in_worker", fake_worker)
     specs = [{"id": f"cell/{i}", "kind": "cell"} for i in range(6)]
-    records = list(runner._execute(specs, tmp_path, [0, 1], 40, _Bar()))
+    records = list(runner.execute_stages(specs, tmp_path, [0, 1], 40, _Bar()))
     assert sorted(r["id"] for r in records) == [s["id"] for s in specs]
     assert {gpu for _, gpu in seen} == {0, 1}  # both GPUs worked
     assert all(r["ran_on"] in ("GPU 0", "GPU 1") for r in records)
@@ -47,7 +47,7 @@ def test_cells_run_one_per_gpu_at_a_time(monkeypatch, tmp_path):
 def test_without_gpus_cells_run_in_this_process_one_after_the_other(monkeypatch, tmp_path):
     order = []
     monkeypatch.setattr(runner, "execute_spec", lambda spec, d, level: order.append(spec["id"]) or {"id": spec["id"]})
-    list(runner._execute([{"id": "a"}, {"id": "b"}], tmp_path, [], 40, _Bar()))
+    list(runner.execute_stages([{"id": "a"}, {"id": "b"}], tmp_path, [], 40, _Bar()))
     assert order == ["a", "b"]
 
 
@@ -62,13 +62,13 @@ def test_gpus_option(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match=r"--gpus 0,3: GPU 3 is not there \(1 CUDA GPU\(s\) visible\)"):
-        runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0, 3]))
-    assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0])) == [0]
+        runner.detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0, 3]))
+    assert runner.detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0])) == [0]
     # worker slots on CPU (the worker path without GPUs): no check against the GPUs
-    assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0, 3], device="cpu")) == [0, 3]
-    assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0], parallel=False)) == []
+    assert runner.detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0, 3], device="cpu")) == [0, 3]
+    assert runner.detect_gpus(runner.StudyOptions(preset="demo", out="x", gpus=[0], parallel=False)) == []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert runner._detect_gpus(runner.StudyOptions(preset="demo", out="x")) == []  # CPU: one at a time
+    assert runner.detect_gpus(runner.StudyOptions(preset="demo", out="x")) == []  # CPU: one at a time
 
 
 def test_records_and_report_say_where_a_cell_ran(tmp_path):

@@ -38,7 +38,8 @@ from .presets import CLASSIFIERS, FRACTIONS, GENERATORS, PRESETS, ROWS, TASKS, P
 from .execute import execute_spec
 from .stages import config_hash, read_record, record_is_reusable, stage_dir, write_json_atomically
 
-__all__ = ["StudyOptions", "StudyResult", "Plan", "plan_study", "run_study", "default_bundles_dir"]
+__all__ = ["StudyOptions", "StudyResult", "Plan", "plan_study", "run_study", "default_bundles_dir", "detect_gpus",
+           "execute_stages", "run_in_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +398,10 @@ def plan_study(options: StudyOptions) -> Plan:
 # ----------------------------------------------------------------------------------------------
 
 
-def _detect_gpus(options: StudyOptions) -> list[int]:
+def detect_gpus(options: StudyOptions) -> list[int]:
+    """The GPUs whose worker processes run the stages: ``--gpus`` (checked against the visible ones,
+    except for CPU worker slots), else every GPU when there are several; [] runs the stages in this
+    process one after the other."""
     if options.parallel is False:
         return []
     try:
@@ -418,7 +422,7 @@ def _detect_gpus(options: StudyOptions) -> list[int]:
     return list(range(count)) if count > 1 else []
 
 
-def _run_in_worker(spec: dict, study_dir: Path, gpu: int, console_level: int) -> dict:
+def run_in_worker(spec: dict, study_dir: Path, gpu: int, console_level: int) -> dict:
     """One stage in a worker process that sees one GPU only; returns its record."""
     work = study_dir / ".work"
     work.mkdir(exist_ok=True)
@@ -457,7 +461,7 @@ def run_study(options: StudyOptions | None = None, **kwargs: Any) -> StudyResult
     stage_seconds["planning (inputs, phantom data)"] = time.perf_counter() - t0
     study_dir = plan.study_dir
     console_level = logging.INFO if options.verbose else logging.ERROR
-    gpus = _detect_gpus(options)
+    gpus = detect_gpus(options)
     records: dict[str, dict] = {}
     ran: list[str] = []
     reused: list[str] = []
@@ -488,7 +492,7 @@ def run_study(options: StudyOptions | None = None, **kwargs: Any) -> StudyResult
                 todo.append(spec)
             # one cell (or GAN training) per GPU: always with --gpus, else with several GPUs
             workers = gpus if phase in ("gan", "cell") and (len(gpus) > 1 or options.gpus is not None) else []
-            for record in _execute(todo, study_dir, workers, console_level, bar):
+            for record in execute_stages(todo, study_dir, workers, console_level, bar):
                 records[record["id"]] = {**record, "reused": False}
                 ran.append(record["id"])
                 if record.get("status") == "failed":
@@ -515,7 +519,7 @@ def run_study(options: StudyOptions | None = None, **kwargs: Any) -> StudyResult
     )
 
 
-def _execute(specs: list[dict], study_dir: Path, gpus: list[int], console_level: int, bar):
+def execute_stages(specs: list[dict], study_dir: Path, gpus: list[int], console_level: int, bar):
     """Run stages: in this process one after the other, or one per GPU in worker processes."""
     if not specs:
         return
@@ -532,7 +536,7 @@ def _execute(specs: list[dict], study_dir: Path, gpus: list[int], console_level:
     def work(spec: dict) -> dict:
         gpu = free.get()
         try:
-            return _run_in_worker(spec, study_dir, gpu, console_level)
+            return run_in_worker(spec, study_dir, gpu, console_level)
         finally:
             free.put(gpu)
 
