@@ -1,6 +1,7 @@
 """The audit's PNG sheets: samples, worst nearest-neighbour pairs, MS-SSIM and distance histograms,
 per-snapshot diversity. The nearest-neighbour sheet shows real training patches: it stays in the
-centre with the rest of the audit folder (only the summary is shared)."""
+centre with the rest of the audit folder (only the summary is shared). A ``note`` (phantom data)
+is written in red at the top of every sheet."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, note: str | None, **savefig) -> Path:
+    if note:
+        fig.text(0.5, 0.999, note, ha="center", va="top", color="tab:red", fontsize=9, weight="bold")
+    fig.savefig(path, **savefig)
+    return path
+
+
 def _flip(patch: np.ndarray, flip: int) -> np.ndarray:
     if flip in (1, 3):
         patch = patch[:, ::-1]
@@ -42,7 +50,7 @@ def _mosaic(tiles: list[np.ndarray], cols: int, gap: int = 4) -> np.ndarray:
     return canvas
 
 
-def _samples(out: Path, syn, seed: int) -> Path:
+def _samples(out: Path, syn, seed: int, note: str | None = None) -> Path:
     plt = _plt()
     rng = np.random.default_rng(seed)
     n = min(64, len(syn))
@@ -53,12 +61,12 @@ def _samples(out: Path, syn, seed: int) -> Path:
     ax.axis("off")
     ax.set_title(f"{n} random synthetic samples of {len(syn)}", fontsize=9)
     path = out / "samples.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save(fig, path, note, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
+def _neighbours(out: Path, syn, real, n_t: int, worst, note: str | None = None) -> Path:
     plt = _plt()
     idx, t_idx, h_idx, flips_t, flips_h, arr = worst
     tiles, labels = [], []
@@ -77,12 +85,12 @@ def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
     ax.set_title("Samples closest to a training patch (pixel NCC, flips included): sample | nearest train | "
                  "nearest holdout\nREAL PATIENT PATCHES: do not share", fontsize=7)
     path = out / "nearest_neighbours.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save(fig, path, note, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _msssim(out: Path, msssim: dict, family: dict) -> Path:
+def _msssim(out: Path, msssim: dict, family: dict, note: str | None = None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     bins = np.linspace(0, 1, 41)
@@ -97,12 +105,12 @@ def _msssim(out: Path, msssim: dict, family: dict) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "msssim_hist.png"
-    fig.savefig(path, dpi=90)
+    _save(fig, path, note, dpi=90)
     plt.close(fig)
     return path
 
 
-def _ratios(out: Path, arrays: dict, family: dict) -> Path:
+def _ratios(out: Path, arrays: dict, family: dict, note: str | None = None) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
     for col, space in enumerate(("pixel", "feature")):
@@ -127,12 +135,12 @@ def _ratios(out: Path, arrays: dict, family: dict) -> Path:
     fig.suptitle(f"memorisation: {family['verdict']}", fontsize=9)
     fig.tight_layout()
     path = out / "distance_ratio_hist.png"
-    fig.savefig(path, dpi=90)
+    _save(fig, path, note, dpi=90)
     plt.close(fig)
     return path
 
 
-def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
+def _snapshots(out: Path, snapshots: list, family: dict, note: str | None = None) -> Path:
     plt = _plt()
     fig, ax1 = plt.subplots(figsize=(max(5, 0.4 * len(snapshots)), 3.4))
     names = [s["snapshot"] for s in snapshots]
@@ -149,21 +157,21 @@ def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
     ax1.set_title("diversity per snapshot", fontsize=9)
     fig.tight_layout()
     path = out / "snapshots.png"
-    fig.savefig(path, dpi=90)
+    _save(fig, path, note, dpi=90)
     plt.close(fig)
     return path
 
 
-def write_sheets(out: Path, *, syn, real, n_t, worst, arrays, msssim, snapshots, families, seed) -> dict:
-    """Write every sheet into ``out``; returns ``{name: file name}``."""
+def write_sheets(out: Path, *, syn, real, n_t, worst, arrays, msssim, snapshots, families, seed, note: str | None = None) -> dict:
+    """Write every sheet into ``out`` (``note`` in red on each); returns ``{name: file name}``."""
     files = {
-        "samples": _samples(out, syn, seed),
-        "nearest_neighbours": _neighbours(out, syn, real, n_t, worst),
-        "msssim_hist": _msssim(out, msssim, families["diversity"]),
-        "distance_ratio_hist": _ratios(out, arrays, families["memorisation"]),
+        "samples": _samples(out, syn, seed, note),
+        "nearest_neighbours": _neighbours(out, syn, real, n_t, worst, note),
+        "msssim_hist": _msssim(out, msssim, families["diversity"], note),
+        "distance_ratio_hist": _ratios(out, arrays, families["memorisation"], note),
     }
     if snapshots:
-        files["snapshots"] = _snapshots(out, snapshots, families["diversity"])
+        files["snapshots"] = _snapshots(out, snapshots, families["diversity"], note)
     files = {k: Path(v).name for k, v in files.items()}
     files.update({"audit_json": "audit.json", "audit_md": "audit.md", "worst_pairs": "worst_pairs.json"})
     return files
