@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import work_folder  # noqa: E402
 from mammoshare.audit.benchmarking import audit_at_scale  # noqa: E402
 
 
@@ -35,13 +34,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.train, args.holdout, args.samples = 1000, 1000, 2000
-    work = args.out or Path(tempfile.mkdtemp(prefix="audit_bench_"))
-    try:
-        report = audit_at_scale(work, samples=args.samples, train=args.train, holdout=args.holdout,
+    print(f"audit benchmark: {args.samples} samples vs {args.train} + {args.holdout} patches, {args.features} features",
+          file=sys.stderr, flush=True)
+    if args.out is not None:
+        report = audit_at_scale(args.out, samples=args.samples, train=args.train, holdout=args.holdout,
                                 features=args.features, seed=args.seed)
-    finally:
-        if args.out is None:
-            shutil.rmtree(work, ignore_errors=True)
+    else:
+        with work_folder() as work:  # removed at the end, on Ctrl-C, SIGTERM and SIGHUP
+            report = audit_at_scale(work, samples=args.samples, train=args.train, holdout=args.holdout,
+                                    features=args.features, seed=args.seed)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -10,6 +10,7 @@ The UNet is the bundle's default (channels 64/128/128, attention at the two lowe
 ``--channels`` says otherwise. Rates are from the median of ``--repeats`` timings after a warm-up.
 
     python benchmarks/diffusion_throughput.py [--device cpu] [--batch_size 8] [--sample_batch 8] [--steps 50]
+    python benchmarks/diffusion_throughput.py --quick     # a tiny UNet and 2 steps: seconds, checks the script runs
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ import platform
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import torch
 from monai.engines import SupervisedTrainer
 from monai.networks.nets import DiffusionModelUNet
 
-from mammoshare.diffusion.conditioning import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import Progress  # noqa: E402
+from mammoshare.diffusion.conditioning import (  # noqa: E402
     ClassConditionedDiffusionInferer,
     LesionDiffusionPrepareBatch,
     sampling_scheduler,
@@ -41,14 +48,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--train_iterations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2, help="timings of training and of sampling")
+    parser.add_argument("--quick", action="store_true", help="a tiny UNet (8,8,8), 2 DDIM steps, 2 patches, one timing")
     args = parser.parse_args()
+    if args.quick:
+        args.channels, args.steps, args.batch_size, args.sample_batch, args.repeats, args.train_iterations = "8,8,8", 2, 2, 2, 1, 1
     device = torch.device(args.device)
+    progress = Progress(total=2 * args.repeats + 1)
     channels = [int(c) for c in args.channels.split(",")]
     attention = [False] + [True] * (len(channels) - 1)
     torch.manual_seed(0)
     network = DiffusionModelUNet(
         spatial_dims=2, in_channels=1, out_channels=1, channels=channels, attention_levels=attention,
-        num_res_blocks=1, num_head_channels=channels[-1], num_class_embeds=4,
+        num_res_blocks=1, num_head_channels=channels[-1], num_class_embeds=4, norm_num_groups=min(32, channels[0]),
     ).to(device)
     amp = device.type == "cuda"
     batches = [
@@ -74,8 +85,12 @@ def main() -> None:
         sync()
         return (time.perf_counter() - start) / args.train_iterations
 
-    train_once()  # warm-up
-    train_times = [train_once() for _ in range(args.repeats)]
+    with progress.case("training warm-up"):
+        train_once()
+    train_times = []
+    for i in range(args.repeats):
+        with progress.case(f"training timing {i + 1}"):
+            train_times.append(train_once())
 
     network.eval()
     scheduler = sampling_scheduler("ddim", "ddpm", args.steps, 1000)
@@ -93,7 +108,11 @@ def main() -> None:
 
     if device.type == "cuda":
         sample_once()  # warm-up (kernel selection)
-    sample_times = [sample_once() for _ in range(args.repeats)]
+    sample_times = []
+    for i in range(args.repeats):
+        with progress.case(f"sampling timing {i + 1}"):
+            sample_times.append(sample_once())
+    progress.close()
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",

@@ -28,7 +28,6 @@ folder left by a run killed with SIGKILL is removed by the next run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import importlib.util
 import json
@@ -36,12 +35,10 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +47,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkout's mammoshare and transforms, installed or not
 
-TMP_PREFIX = "mammoshare-bench-"
+from benchmarks.common import Progress, work_folder  # noqa: E402  (after the path insert)
+
 BENCHMARKS = ("patch", "gan", "generation", "classifier", "fastpaths", "audit")
 MARK_BEGIN, MARK_END = "<!-- results -->", "<!-- /results -->"
 
@@ -58,40 +56,6 @@ MARK_BEGIN, MARK_END = "<!-- results -->", "<!-- /results -->"
 # ----------------------------------------------------------------------------------------------
 # temporary folder, cleaned up even when killed
 # ----------------------------------------------------------------------------------------------
-
-
-def _stale_folders() -> Iterator[Path]:
-    """Folders of earlier runs whose process is gone (killed with SIGKILL)."""
-    for folder in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
-        try:
-            pid = int((folder / "pid").read_text())
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            yield folder
-        except (OSError, ValueError):
-            if time.time() - folder.stat().st_mtime > 24 * 3600:
-                yield folder
-
-
-@contextlib.contextmanager
-def work_folder() -> Iterator[Path]:
-    for stale in _stale_folders():
-        shutil.rmtree(stale, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
-    (folder / "pid").write_text(str(os.getpid()))
-    previous = {}
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        previous[sig] = signal.signal(sig, stop)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,26 +86,6 @@ def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.dev
 def _comparison(rates: dict[str, float], fast: str, slow: str, unit: str, **extra) -> dict:
     return {"unit": unit, "rates": {k: round(v, 2) for k, v in rates.items()},
             "ratio": round(rates[fast] / rates[slow], 3), "ratio_of": f"{fast} / {slow}", **extra}
-
-
-class Progress:
-    """One progress line over the benchmark cases (tqdm), naming the case that runs."""
-
-    def __init__(self, total: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc="benchmarks", unit="case", dynamic_ncols=True, file=sys.stderr)
-
-    @contextlib.contextmanager
-    def case(self, name: str):
-        self.bar.set_postfix_str(name, refresh=True)
-        try:
-            yield
-        finally:
-            self.bar.update(1)
-
-    def close(self):
-        self.bar.close()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from ignite.engine import Engine, Events
 from PIL import Image
 
 from mammoshare.atomic import atomic_torch_save
+from mammoshare.datalist import update_training_counts
+from mammoshare.hashing import sha256_file
 
 __all__ = [
-    "EpochProgressBar",
+    "TrainingProgressBar",
     "AveragedLossLogger",
     "AtomicCheckpointSaver",
     "TrainingCheckpointer",
@@ -30,23 +32,52 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class EpochProgressBar:
-    """A tqdm bar over the epochs of a run (with ETA), showing ``output_transform(engine.state.output)``
-    of the last iteration (e.g. the losses)."""
+class TrainingProgressBar:
+    """One tqdm bar over every iteration of a run (progress within the epoch, ETA of the whole run),
+    titled with the run and the device, e.g. ``wgangp_bcdr on cuda:0: epoch 3/10``; at each epoch end
+    it shows ``output_transform(engine.state.output)`` of the last iteration (e.g. the losses).
 
-    def __init__(self, output_transform: Callable | None = None, desc: str = "epochs"):
+    The bar only counts iterations, so it reads nothing from the device between epoch ends (no
+    per-iteration synchronisation). A resumed run starts the bar where it stands.
+    """
+
+    def __init__(self, output_transform: Callable | None = None, desc: str = "training", device: Any = None):
         self.output_transform = output_transform
-        self.desc = desc
+        self.desc = f"{desc} on {device}" if device is not None else desc
+        self.bar = None
 
     def attach(self, engine: Engine) -> None:
-        from ignite.handlers import ProgressBar
+        engine.add_event_handler(Events.STARTED, self.open)
+        engine.add_event_handler(Events.EPOCH_STARTED, self.show_epoch)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.step)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.show_output)
+        engine.add_event_handler(Events.COMPLETED, self.close)
 
-        ProgressBar(persist=True, desc=self.desc).attach(
-            engine,
-            output_transform=self.output_transform,
-            event_name=Events.EPOCH_COMPLETED,
-            closing_event_name=Events.COMPLETED,
-        )
+    def open(self, engine: Engine) -> None:
+        from tqdm.auto import tqdm
+
+        state = engine.state
+        total = state.max_epochs * state.epoch_length if state.epoch_length else None
+        self.close(engine)
+        self.bar = tqdm(total=total, initial=state.iteration, desc=self.desc, unit="it", dynamic_ncols=True)
+
+    def show_epoch(self, engine: Engine) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc}: epoch {engine.state.epoch}/{engine.state.max_epochs}", refresh=False)
+
+    def step(self, engine: Engine) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def show_output(self, engine: Engine) -> None:
+        if self.bar is not None and self.output_transform is not None and engine.state.output is not None:
+            values = self.output_transform(engine.state.output)
+            self.bar.set_postfix({k: f"{float(v):.4g}" for k, v in dict(values).items()})
+
+    def close(self, engine: Engine) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class AveragedLossLogger:
@@ -212,9 +243,17 @@ class TrainingCheckpointer:
     def save_epoch(self, engine: Engine) -> None:
         atomic_torch_save(self.training_state(engine), self.last_path)
 
+    def run_length(self, engine: Engine) -> dict[str, int]:
+        """How long the run trained, for its training record: ``{"epochs", "iterations"}`` (and
+        the subclass's update counters)."""
+        return {"epochs": int(engine.state.epoch), "iterations": int(engine.state.iteration)}
+
     def save_model(self, engine: Engine) -> None:
         atomic_torch_save(self.model_weights(), self.model_path)
-        logger.info("%s: %s (epoch %d)", self.MODEL_DESCRIPTION, self.model_path, engine.state.epoch)
+        # the training record names the weights it describes: pack refuses a record of other weights
+        update_training_counts(self.output_dir, {**self.run_length(engine), "weights_file": self.model_path.name,
+                                                 "weights_sha256": sha256_file(self.model_path)})
+        logger.info("%s: %s (epoch %d)", self.MODEL_DESCRIPTION, self.model_path.resolve(), engine.state.epoch)
 
     def load_last(self, engine: Engine) -> None:
         if not self.last_path.is_file():

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .bundle import flag
 from .datalist import SUBSETS, DatalistError, load_datalist, write_datalist, write_training_counts
 from .phantom import write_phantoms
@@ -101,8 +102,13 @@ def gan_training_records(
     if not records:
         raise DatalistError(f"{source}: no lesion patches in the subset(s) {list(subsets)} for the task {task!r}")
     patients = len({r["patient_id"] for r in records})
-    write_training_counts(output_dir, {"subsets": list(subsets), "patches": len(records), "patients": patients,
-                                       "source": str(source)})
+    # what a shared generator says of its training data (pack records it in the archive): the
+    # datalist by name only, no path of this machine
+    write_training_counts(output_dir, {
+        "dataset": data.get("dataset", dataset), "task": task, "datalist": Path(source).name,
+        "phantom": bool(data.get("phantom")), "subsets": list(subsets), "patches": len(records),
+        "patients": patients, "seed": int(seed), "mammoshare_version": __version__,
+    })
     logger.info(
         "GAN training data: %d lesion patches of %d patients from %s (subsets: %s)",
         len(records), patients, source, ", ".join(subsets),

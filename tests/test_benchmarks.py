@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def test_temporary_folder_is_removed_when_the_run_is_terminated(tmp_path):
 
 def test_a_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path, monkeypatch):
     bench = _module()
-    monkeypatch.setattr(bench.tempfile, "gettempdir", lambda: str(tmp_path))
-    monkeypatch.setattr(bench.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     stale = tmp_path / "mammoshare-bench-old"
     stale.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

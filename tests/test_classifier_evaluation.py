@@ -307,6 +307,26 @@ def test_write_evaluation_without_patient_ids(tmp_path):
     assert "image_path" not in rows[0] and rows[0]["patient_id"] == ""
 
 
+def test_small_test_sets_constant_predictors_and_phantom_data_are_said(tmp_path, caplog):
+    """3 patients and 2 lesions: warned in the log and metrics.json (and on the figures, with the
+    phantom note); an all-healthy predictor is flagged."""
+    labels = np.array([0, 0, 1, 0, 1, 0])
+    patients = ["a", "a", "b", "b", "c", "c"]
+    with caplog.at_level("WARNING"):
+        result = write_evaluation(tmp_path / "small", labels, np.full(6, 0.2), patients, n_bootstrap=20,
+                                  extra={"phantom": True})
+    assert result["constant_prediction"] is True
+    assert any("only 3 patients" in w for w in result["warnings"]) and any("only 2 lesion patches" in w for w in result["warnings"])
+    assert "only 3 patients" in caplog.text
+    write_evaluation(tmp_path / "plain", labels, np.full(6, 0.2), patients, n_bootstrap=20)
+    with Image.open(tmp_path / "small" / "roc_curve.png") as marked, Image.open(tmp_path / "plain" / "roc_curve.png") as unmarked:
+        red = lambda image: int(((np.asarray(image.convert("RGB"))[..., 0] > 180) & (np.asarray(image.convert("RGB"))[..., 1] < 80)).sum())  # noqa: E731
+        assert red(marked) > red(unmarked) + 50  # the red notes under the axes
+    labels, p_lesion, big = _toy_dataset(n_patients=30, seed=4)
+    result = write_evaluation(tmp_path / "big", labels, p_lesion, big, n_bootstrap=20)
+    assert result["warnings"] == [] and result["constant_prediction"] is False
+
+
 def test_write_predictions_csv(tmp_path):
     log_p = torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]]))
     path = write_predictions_csv(tmp_path / "out" / "predictions.csv", ["a.png", "b.png", "c.png"], log_p)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mammoshare.datalist import write_training_counts
 from mammoshare.exchange.cli import add_keygen_parser, add_pack_parser, add_unpack_parser, add_verify_parser
 from mammoshare.exchange.layout import MANIFEST, SIGNATURE, PackError, UnpackError, manifest_bytes
 from mammoshare.exchange.pack import pack_bundle
@@ -26,6 +27,7 @@ from mammoshare.exchange.policy import find_patient_ids
 from mammoshare.exchange.signing import generate_signing_key, sign_files
 from mammoshare.exchange.unpack import unpack_bundle
 from mammoshare.exchange.verify import FAIL, OK, SKIPPED, verify_bundle
+from mammoshare.hashing import sha256_file
 from mammoshare.hashing import sha256_file as archive_sha256
 from mammoshare.gan.inference import generate_synthetic_patches
 from mammoshare.networks import DCGANDiscriminator, DCGANGenerator
@@ -95,6 +97,12 @@ def make_bundle(root: Path, name: str = "dcgan_bcdr", leaky_slope: float | None 
     (models / "previews").mkdir()
     (models / "previews" / "epoch_0050.png").write_bytes(b"\x89PNG junk")
     (bundle / "notes.txt").write_text("private notes")
+    write_training_counts(models, {
+        "dataset": "bcdr", "task": "mass", "datalist": "bcdr_mass_datalist.json", "phantom": True,
+        "subsets": ["training", "validation", "test"], "patches": 18, "patients": 9, "seed": 2021,
+        "mammoshare_version": "0.1.0", "epochs": 3, "iterations": 12, "generator_updates": 12,
+        "weights_file": "model.pt", "weights_sha256": sha256_file(models / "model.pt"),
+    })
     return bundle
 
 
@@ -140,6 +148,7 @@ def repack(archive: Path, out: Path, changes: dict[str, bytes | None], extra=(),
     from mammoshare.exchange.signing import load_private_key
 
     files = entries(archive)
+    training = json.loads(files[MANIFEST]).get("training") if MANIFEST in files else None  # the sender's record stays
     if not keep_manifest:
         files.pop(SIGNATURE, None)
     for name, data in changes.items():
@@ -149,7 +158,7 @@ def repack(archive: Path, out: Path, changes: dict[str, bytes | None], extra=(),
             files[name] = data
     if not keep_manifest:
         listed = {n: (hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items() if n not in (MANIFEST, SIGNATURE)}
-        files[MANIFEST] = manifest_bytes(listed, "dcgan_bcdr", "0.1.0")
+        files[MANIFEST] = manifest_bytes(listed, "dcgan_bcdr", "0.1.0", training=training)
         if sign_key is not None:
             signed = {n: hashlib.sha256(d).hexdigest() for n, d in files.items() if n != SIGNATURE}
             files[SIGNATURE] = sign_files(signed, "dcgan_bcdr", load_private_key(sign_key))
@@ -204,7 +213,9 @@ def test_round_trip_pack_verify_unpack(tmp_path, bundle, keys, capsys):
     target = tmp_path / "received"
     assert cli("unpack", out, "--out", target, "--expect-sha256", sha, "--trusted-key", keys["sender_pub"]) == 0
     written = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
-    assert written == sorted([*files, "receipt.json"])
+    assert written == sorted([*files, "receipt.json", "configs/logging.conf"])
+    # the receiver's own logging config (MONAI's run looks for it), the same as every bundle's
+    assert (target / "configs" / "logging.conf").read_bytes() == (REPO / "bundles" / "dcgan_bcdr" / "configs" / "logging.conf").read_bytes()
     for name, data in files.items():
         assert (target / name).read_bytes() == data
     receipt = json.loads((target / "receipt.json").read_text())
@@ -215,6 +226,81 @@ def test_round_trip_pack_verify_unpack(tmp_path, bundle, keys, capsys):
     again = tmp_path / "again.zip"
     pack_bundle(target, again, sign_key=keys["sender_key"], no_audit=True)
     assert archive_sha256(again) == sha
+
+
+def test_pack_records_the_training_and_what_it_left_out(tmp_path, bundle, keys, capsys):
+    """The archive says, under the signature, what the generator was trained on and how long; a
+    phantom-trained one says so in verify, the model card and the pinned config; pack names what
+    it left out."""
+    out = tmp_path / "dcgan.zip"
+    assert cli("pack", bundle, "--out", out, "--sign", keys["sender_key"], "--no-audit") == 0
+    printed = capsys.readouterr().out
+    left = printed.split("left out of the archive (not shared):")[1]
+    for line in ("models/last.pt (training state", "models/previews/ (1 files", "models/tensorboard/ (1 files",
+                 "models/training_counts.json (recorded in the signed manifest", "notes.txt (not part of the archive layout",
+                 "models/datalist.json (", "configs/train.json (configs that run code", "configs/logging.conf (the receiver"):
+        assert f"  {line}" in left, line
+    files = entries(out)
+    training = json.loads(files[MANIFEST])["training"]
+    assert training == {
+        "recorded": True, "dataset": "bcdr", "task": "mass", "datalist": "bcdr_mass_datalist.json", "phantom": True,
+        "subsets": ["training", "validation", "test"], "patches": 18, "patients": 9, "seed": 2021,
+        "mammoshare_version": "0.1.0", "epochs": 3, "iterations": 12, "generator_updates": 12,
+    }
+    card = files["docs/README.md"].decode()
+    assert "## Training record" in card and "Trained on PHANTOM data" in card and "3 epochs, 12 generator updates" in card
+    assert card.index("## Training record") < card.index("## Privacy and quality audit")
+    assert json.loads(files["configs/inference.json"])["phantom"] is True
+    report = verify_bundle(out, trusted_keys=[keys["sender_pub"]])
+    assert report.passed() and check_status(report, "training") == "WARN"
+    assert "PHANTOM data" in report.text() and "bcdr (bcdr_mass_datalist.json), task mass, 18 lesion patches of 9 patients" in report.text()
+    # the receiver's pinned config is regenerated with the signed record's phantom flag
+    assert check_status(report, "inference config") == OK
+    # a received bundle shared on keeps the record, and its card gets one section of each kind
+    target = tmp_path / "received"
+    unpack_bundle(out, target, trusted_keys=[keys["sender_pub"]])
+    again = tmp_path / "again.zip"
+    pack_bundle(target, again, no_audit=True)
+    assert json.loads(entries(again)[MANIFEST])["training"] == training
+    assert entries(again)["docs/README.md"].decode().count("## Training record") == 1
+
+
+def test_pack_refuses_a_training_record_of_other_weights_and_says_when_none(tmp_path, bundle, keys):
+    counts = bundle / "models" / "training_counts.json"
+    record = json.loads(counts.read_text())
+    counts.write_text(json.dumps({**record, "weights_sha256": "ab" * 32}))
+    with pytest.raises(PackError, match="describes other weights .* remove models/training_counts.json"):
+        pack_bundle(bundle, tmp_path / "a.zip", no_audit=True)
+    counts.write_text(json.dumps({k: v for k, v in record.items() if k != "weights_sha256"}))
+    with pytest.raises(PackError, match="a training run that did not complete"):
+        pack_bundle(bundle, tmp_path / "a.zip", no_audit=True)
+    counts.unlink()
+    pack_bundle(bundle, tmp_path / "a.zip", sign_key=keys["sender_key"], no_audit=True)
+    assert json.loads(entries(tmp_path / "a.zip")[MANIFEST])["training"]["recorded"] is False
+    report = verify_bundle(tmp_path / "a.zip", trusted_keys=[keys["sender_pub"]])
+    assert check_status(report, "training") == "WARN" and "not recorded" in report.text()
+    assert json.loads(entries(tmp_path / "a.zip")["configs/inference.json"])["phantom"] is False
+
+
+@pytest.mark.parametrize("record, problem", [
+    ({"recorded": True, "dataset": "bcdr"}, "task: NoneType"),
+    ({"recorded": "yes"}, "neither recorded"),
+    ({"recorded": False, "detail": "x", "extra": 1}, "more than its detail"),
+])
+def test_a_malformed_training_record_is_refused(record, problem):
+    from mammoshare.exchange.layout import ExchangeError, training_record_problems
+
+    assert any(problem in p for p in training_record_problems(record))
+    with pytest.raises(ExchangeError, match="training record is not valid"):
+        manifest_bytes({}, "x", "0.1.0", training=record)
+
+
+def test_keygen_warns_inside_a_git_work_tree(tmp_path, capsys):
+    (tmp_path / "checkout" / ".git").mkdir(parents=True)
+    assert cli("keygen", "--out", tmp_path / "checkout" / "keys" / "site") == 0
+    assert "inside the git work tree" in capsys.readouterr().err
+    assert cli("keygen", "--out", tmp_path / "outside" / "site") == 0
+    assert "git work tree" not in capsys.readouterr().err
 
 
 def test_archive_is_deterministic(tmp_path, bundle):
@@ -767,6 +853,7 @@ def test_a_killed_pack_leaves_no_torn_archive(tmp_path):
     big = DCGANGenerator(100, 32).state_dict()  # ~12 MB each: packing takes a while
     shutil.rmtree(snapshots)
     torch.save(big, bundle / "models" / "model.pt")
+    (bundle / "models" / "training_counts.json").unlink()  # it describes the tiny weights
     snapshots.mkdir()
     for i in range(6):
         torch.save(big, snapshots / f"epoch_{i:04d}.pt")
@@ -843,7 +930,10 @@ def test_pinned_inference_refuses_a_full_folder_and_writes_provenance(tmp_path, 
         assert text["synthetic"] == "true" and "SYNTHETIC" in text["Description"]
         assert text["weights_sha256"] == packed_sha and text["index"] == str(index)
         assert text["seed"] == "1" and text["generator"] == "dcgan_bcdr"
+        assert text["phantom"] == "true" and "PHANTOM" in text["Description"]  # as the signed training record says
+    assert "logging.conf does not exist" not in logs  # unpack wrote the receiver's own
     datalist = json.loads((out / "synthetic_datalist.json").read_text())
+    assert datalist["phantom"] is True
     assert [r["image"] for r in datalist["training"]] == [f"synthetic_{i:05d}.png" for i in range(3)]
     assert datalist["generator"]["weights"][0]["samples"] == 3 and datalist["batch_size"] == 2
     before = {p.name: p.read_bytes() for p in out.iterdir()}

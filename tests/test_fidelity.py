@@ -68,9 +68,10 @@ def test_patch_files_are_decoded_by_their_encoding_never_stretched(tmp_path):
 def _write_as_synthetic(real: list[torch.Tensor], out: Path) -> Path:
     """Real canonical patches -> 8-bit PNG files with provenance chunks and a synthetic datalist,
     through the functions that generator inference writes its patches with."""
-    with SyntheticPatchWriter(out, len(real), generator_name="parity", generator_version="0.0.0", task="mass", seed=0) as writer:
+    with SyntheticPatchWriter(out, len(real), generator_name="parity", generator_version="0.0.0", task="mass", seed=0,
+                              phantom=True) as writer:
         writer.add(torch.stack(real), weights_file="parity.pt", weights_sha256="0" * 64, lesion_types=["mass"])
-        return writer.finish(phantom=True, generator={"name": "parity"})
+        return writer.finish(generator={"name": "parity"})
 
 
 def test_parity_real_canonical_patches_survive_the_synthetic_png_path(inbreast_mass, tmp_path):

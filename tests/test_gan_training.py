@@ -1,5 +1,6 @@
 """GAN bundles: training through monai.bundle, outputs, snapshots, resume, n_critic, gradient penalty."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def test_training_through_monai_bundle_from_a_foreign_directory(bundle, tmp_path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "PHANTOM" in log  # says that it trains on phantom data
+    assert f"{bundle} on cpu: epoch 2/2" in log  # one bar over the iterations, naming the device
     generator = torch.load(out / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in generator.values())
     assert set(generator) == set(DCGANGenerator(ngf=4).state_dict())  # generator only, nothing else
@@ -67,6 +69,12 @@ def test_training_through_monai_bundle_from_a_foreign_directory(bundle, tmp_path
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert {p: p.stat().st_mtime_ns for p in models.rglob("*")} == before  # --output_dir was honoured
+    # the training record that pack puts in an archive: data, length, and which weights it describes
+    record = json.loads((out / "training_counts.json").read_text())
+    assert record["phantom"] is True and record["dataset"] == "bcdr" and record["task"] == "mass"
+    assert record["datalist"] == "bcdr_mass_datalist.json" and record["seed"] == 2021 and record["epochs"] == 2
+    assert 0 < record["generator_updates"] <= record["iterations"] and record["patches"] > 0 and record["patients"] > 0
+    assert record["weights_sha256"] == hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     with Image.open(out / "previews" / "epoch_0002.png") as preview:
         assert preview.mode == "L" and preview.width > 8 * 128
 
@@ -91,6 +99,8 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(bundle, bcdr_mass_datal
     last_b = torch.load(resumed / "last.pt", weights_only=True)
     assert all(torch.equal(last_a["discriminator"][k], last_b["discriminator"][k]) for k in last_a["discriminator"])
     assert last_a["iteration"] == last_b["iteration"] and last_a["engine_state"] == last_b["engine_state"]
+    counts = [json.loads((run / "training_counts.json").read_text()) for run in (straight, resumed)]
+    assert counts[0] == counts[1] and counts[0]["epochs"] == 3  # a resumed run records its whole length
     # and a different seed trains differently: the comparison can fail
     other = _train(bundle, tmp_path / "other", bcdr_mass_datalist, max_epochs=3, seed=7)
     c = torch.load(other / "model.pt", weights_only=True)

@@ -81,8 +81,12 @@ def test_reduced_demo_writes_tables_runs_and_plot(demo_study):
     assert swin["status"] == "not_run" and swin["reason"] == NOT_SELECTED
     table2 = (out / "table2_masses.md").read_text()
     none_line = next(line for line in table2.splitlines() if "| CNN | None |" in line)
-    assert "0." in none_line and "not run [1]" in none_line  # 100% ran, 50% was not selected
-    assert f"[1] not run: {NOT_SELECTED}" in table2
+    mark = next(line.split("]")[0] + "]" for line in table2.splitlines() if line.endswith(f"not run: {NOT_SELECTED}  ")
+                or line.endswith(f"not run: {NOT_SELECTED}"))
+    assert "0." in none_line and f"not run {mark}" in none_line  # 100% ran, 50% was not selected
+    # the tiny demo classifier may call every patch healthy: then footnoted as a constant predictor, never bold
+    none_cell = cells[("mass", "cnn", 1.0, "none", 0)]
+    assert ("constant predictor" in table2) == bool(none_cell["constant_prediction"])
     table1 = (out / "table1_all_lesions.md").read_text()
     assert "**" not in table1 and table1.count("not run [1]") == 2 * len(ROWS) * 8
     csv_lines = (out / "table2_masses.csv").read_text().splitlines()
@@ -261,6 +265,22 @@ def _cell(row, seed, status="done", classifier="cnn", fraction=1.0, values=None,
         cell["metrics"] = {m: values.get(m, 0.5) for m in ("accuracy", "f1", "auroc", "auprc")}
         cell["ci"] = {m: {"low": cell["metrics"][m] - 0.1, "high": cell["metrics"][m] + 0.1} for m in cell["metrics"]}
     return {**cell, **extra}
+
+
+def test_a_constant_predictor_is_never_bold():
+    """An all-healthy classifier's accuracy is the class balance (0.909 with F1 0): never 'best'."""
+    cells = [
+        _cell("none", 0, values={"accuracy": 0.80, "f1": 0.6}),
+        _cell("wgangp", 0, values={"accuracy": 0.909, "f1": 0.0}, constant_prediction=True),
+    ]
+    groups = aggregate(cells)
+    assert groups[("mass", "cnn", "wgangp", 1.0)].constant == 1
+    assert best_per_column(groups, "mass", "cnn", 1.0, "accuracy") == {"none"}
+    text = markdown_table("mass", groups, "Table 2", fractions=(1.0,))
+    wgan = next(line for line in text.splitlines() if "| BCDR WGAN-GP |" in line)
+    assert wgan.split(" | ")[2] == "0.909 [1]" and "**" not in wgan
+    assert "[1] constant predictor in 1 of 1 seeds" in text
+    assert "**0.800**" in next(line for line in text.splitlines() if "| CNN | None |" in line)
 
 
 def test_mean_std_format():

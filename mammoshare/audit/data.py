@@ -39,6 +39,7 @@ class PatchSet:
     records: list[dict]
     source: str
     skipped: list[dict] = field(default_factory=list)
+    phantom: bool = False  # the datalist says its data are phantom (the figures say so)
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -94,7 +95,9 @@ def load_real_set(datalist: str | os.PathLike, name: str, subsets: tuple[str, ..
             f"{datalist}: {len(records)} {labels} patch(es) in {list(subsets)}; the {name} set needs at least 2 "
             f"(choose other subsets with --{name}-subsets, or --labels all)"
         )
-    return _load_patches(records, name, str(datalist), skip_bad, progress)
+    patch_set = _load_patches(records, name, str(datalist), skip_bad, progress)
+    patch_set.phantom = bool(data.get("phantom"))
+    return patch_set
 
 
 def load_synthetic_set(datalist: str | os.PathLike, num_samples: int | None, seed: int, skip_bad: bool = False,
@@ -109,7 +112,9 @@ def load_synthetic_set(datalist: str | os.PathLike, num_samples: int | None, see
     if len(records) < 2:
         raise AuditInputError(f"{datalist}: fewer than 2 synthetic patches to audit")
     generator = data.get("generator") if isinstance(data.get("generator"), dict) else {}
-    return _load_patches(records, "synthetic", str(datalist), skip_bad, progress), generator
+    patch_set = _load_patches(records, "synthetic", str(datalist), skip_bad, progress)
+    patch_set.phantom = bool(data.get("phantom"))
+    return patch_set, generator
 
 
 def snapshot_groups(synthetic: PatchSet, generator: dict) -> "OrderedDict[str, np.ndarray]":

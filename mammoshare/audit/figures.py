@@ -1,6 +1,7 @@
 """The audit's PNG sheets: samples, worst nearest-neighbour pairs, MS-SSIM and distance histograms,
 per-snapshot diversity. The nearest-neighbour sheet shows real training patches: it stays in the
-centre with the rest of the audit folder (only the summary is shared)."""
+centre with the rest of the audit folder (only the summary is shared). A ``note`` (phantom data)
+is written in red at the top of every sheet."""
 
 from __future__ import annotations
 
@@ -42,8 +43,11 @@ def _mosaic(tiles: list[np.ndarray], cols: int, gap: int = 4) -> np.ndarray:
     return canvas
 
 
-def _save(plt, fig, path: Path, dpi: int, tight_box: bool = False) -> Path:
-    """Write ``fig`` to ``path`` (laid out tightly, or cropped to its drawing with ``tight_box``) and close it."""
+def _save(plt, fig, path: Path, dpi: int, tight_box: bool = False, note: str | None = None) -> Path:
+    """Write ``fig`` to ``path`` (laid out tightly, or cropped to its drawing with ``tight_box``), with
+    ``note`` in red at the top, and close it."""
+    if note:
+        fig.text(0.5, 0.999, note, ha="center", va="top", color="tab:red", fontsize=9, weight="bold")
     if tight_box:
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
     else:
@@ -64,7 +68,7 @@ def _histograms(ax, bins, series, lines, title: str, fontsize: int) -> None:
     ax.legend(fontsize=fontsize - 2)
 
 
-def _samples(out: Path, syn, seed: int) -> Path:
+def _samples(out: Path, syn, seed: int, note: str | None = None) -> Path:
     plt = _plt()
     rng = np.random.default_rng(seed)
     n = min(64, len(syn))
@@ -74,10 +78,10 @@ def _samples(out: Path, syn, seed: int) -> Path:
     ax.imshow(_mosaic([syn.patches[i] for i in pick], cols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"{n} random synthetic samples of {len(syn)}", fontsize=9)
-    return _save(plt, fig, out / "samples.png", 100, tight_box=True)
+    return _save(plt, fig, out / "samples.png", 100, tight_box=True, note=note)
 
 
-def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
+def _neighbours(out: Path, syn, real, n_t: int, worst, note: str | None = None) -> Path:
     plt = _plt()
     idx, t_idx, h_idx, flips_t, flips_h, arr = worst
     tiles, labels = [], []
@@ -95,10 +99,10 @@ def _neighbours(out: Path, syn, real, n_t: int, worst) -> Path:
     ax.axis("off")
     ax.set_title("Samples closest to a training patch (pixel NCC, flips included): sample | nearest train | "
                  "nearest holdout\nREAL PATIENT PATCHES: do not share", fontsize=7)
-    return _save(plt, fig, out / "nearest_neighbours.png", 100, tight_box=True)
+    return _save(plt, fig, out / "nearest_neighbours.png", 100, tight_box=True, note=note)
 
 
-def _msssim(out: Path, msssim: dict, family: dict) -> Path:
+def _msssim(out: Path, msssim: dict, family: dict, note: str | None = None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     thr = family["figures"]["msssim_synthetic_pairs"]["threshold"]
@@ -107,10 +111,10 @@ def _msssim(out: Path, msssim: dict, family: dict) -> Path:
     _histograms(ax, np.linspace(0, 1, 41), [(msssim["msssim_real"], "real pairs"),
                 (msssim["msssim_synthetic"], "synthetic pairs")], lines, f"diversity: {family['verdict']}", 9)
     ax.set_xlabel("MS-SSIM of a random pair")
-    return _save(plt, fig, out / "msssim_hist.png", 90)
+    return _save(plt, fig, out / "msssim_hist.png", 90, note=note)
 
 
-def _ratios(out: Path, arrays: dict, family: dict) -> Path:
+def _ratios(out: Path, arrays: dict, family: dict, note: str | None = None) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
     for col, space in enumerate(("pixel", "feature")):
@@ -127,10 +131,10 @@ def _ratios(out: Path, arrays: dict, family: dict) -> Path:
                      {"x": 1.0, "color": "grey", "linestyle": "-", "linewidth": 0.8}],
                     f"{space}: nearest-train / nearest-holdout distance", 8)
     fig.suptitle(f"memorisation: {family['verdict']}", fontsize=9)
-    return _save(plt, fig, out / "distance_ratio_hist.png", 90)
+    return _save(plt, fig, out / "distance_ratio_hist.png", 90, note=note)
 
 
-def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
+def _snapshots(out: Path, snapshots: list, family: dict, note: str | None = None) -> Path:
     plt = _plt()
     fig, ax1 = plt.subplots(figsize=(max(5, 0.4 * len(snapshots)), 3.4))
     names = [s["snapshot"] for s in snapshots]
@@ -145,19 +149,19 @@ def _snapshots(out: Path, snapshots: list, family: dict) -> Path:
     ax1.legend(loc="upper left", fontsize=6)
     ax2.legend(loc="upper right", fontsize=6)
     ax1.set_title("diversity per snapshot", fontsize=9)
-    return _save(plt, fig, out / "snapshots.png", 90)
+    return _save(plt, fig, out / "snapshots.png", 90, note=note)
 
 
-def write_sheets(out: Path, *, syn, real, n_t, worst, arrays, msssim, snapshots, families, seed) -> dict:
-    """Write every sheet into ``out``; returns ``{name: file name}``."""
+def write_sheets(out: Path, *, syn, real, n_t, worst, arrays, msssim, snapshots, families, seed, note: str | None = None) -> dict:
+    """Write every sheet into ``out`` (``note`` in red on each); returns ``{name: file name}``."""
     files = {
-        "samples": _samples(out, syn, seed),
-        "nearest_neighbours": _neighbours(out, syn, real, n_t, worst),
-        "msssim_hist": _msssim(out, msssim, families["diversity"]),
-        "distance_ratio_hist": _ratios(out, arrays, families["memorisation"]),
+        "samples": _samples(out, syn, seed, note),
+        "nearest_neighbours": _neighbours(out, syn, real, n_t, worst, note),
+        "msssim_hist": _msssim(out, msssim, families["diversity"], note),
+        "distance_ratio_hist": _ratios(out, arrays, families["memorisation"], note),
     }
     if snapshots:
-        files["snapshots"] = _snapshots(out, snapshots, families["diversity"])
+        files["snapshots"] = _snapshots(out, snapshots, families["diversity"], note)
     files = {k: Path(v).name for k, v in files.items()}
     files.update({"audit_json": "audit.json", "audit_md": "audit.md", "worst_pairs": "worst_pairs.json"})
     return files

@@ -469,6 +469,7 @@ def run_audit(
         out, syn=syn, real=real, n_t=n_t, worst=(worst_idx, t_idx, h_idx, flips_t, flips_h, arr_pix),
         arrays={"pixel": arr_pix, "feature": arr_feat}, msssim=div_arrays, snapshots=snapshots,
         families=families, seed=seed,
+        note="PHANTOM data: a demo, no clinical meaning" if any(s.phantom for s in (syn, train_set, holdout_set)) else None,
     )
     worst_pairs = [
         {"synthetic": str(syn.records[i]["image"]), "train": str(train_set.records[t]["image"]),

@@ -3,13 +3,14 @@ ROC curve, precision-recall curve and confusion matrix of P(positive class).
 
 In (each function): the output path, labels ``(N,)`` (1 = lesion, 0 = healthy), ``probabilities``
 ``(N,)`` = P(positive class) per patch and the positive class (:mod:`mammoshare.classifier.metrics`).
-Out: the path written.
+``notes``: lines written in red under the figure (phantom data, a small test set). Out: the path
+written.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,15 @@ def _new_figure(size: tuple[float, float] = (5.0, 5.0)):
     return figure
 
 
-def _save_figure(figure, path: str | os.PathLike) -> Path:
+def _save_figure(figure, path: str | os.PathLike, notes: Sequence[str] = ()) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if notes:  # under the axes, in red, so no copy of the figure loses them
+        height = 0.035 * len(notes) + 0.01
+        figure.tight_layout(rect=(0, height, 1, 1))
+        figure.text(0.5, 0.01, "\n".join(notes), ha="center", va="bottom", color="tab:red", fontsize="small", weight="bold")
+    else:
+        figure.tight_layout()
     figure.savefig(path, format="png")
     return path
 
@@ -45,7 +51,8 @@ def _interval_text(interval: Mapping | None, level: float) -> str:
 
 
 def _plot_curve(
-    path: str | os.PathLike, draw: Callable, axis_labels: tuple[str, str], title: str, legend_loc: str
+    path: str | os.PathLike, draw: Callable, axis_labels: tuple[str, str], title: str, legend_loc: str,
+    notes: Sequence[str] = (),
 ) -> Path:
     """A curve (ROC or PR) drawn by ``draw(ax)`` on unit-square axes, labelled, saved at ``path``."""
     figure = _new_figure()
@@ -58,11 +65,11 @@ def _plot_curve(
     ax.set_title(title)
     ax.legend(loc=legend_loc, fontsize="small")
     ax.set_aspect("equal")
-    return _save_figure(figure, path)
+    return _save_figure(figure, path, notes)
 
 
 def plot_roc_curve(path: str | os.PathLike, labels: Any, probabilities: Any, positive_class: str = "lesion",
-                   interval: Mapping | None = None, level: float = 0.95) -> Path:
+                   interval: Mapping | None = None, level: float = 0.95, notes: Sequence[str] = ()) -> Path:
     """ROC curve of P(positive class) as a PNG at ``path`` (AUROC, and its interval if given, in the
     legend; the positive class in the title). Returns the path."""
     y_true, probabilities = positive_targets(labels, probabilities, positive_class)
@@ -77,11 +84,11 @@ def plot_roc_curve(path: str | os.PathLike, labels: Any, probabilities: Any, pos
         f"false positive rate ({negative_class(positive_class)} patches called {positive_class})",
         f"true positive rate (sensitivity for {positive_class})",
     )
-    return _plot_curve(path, draw, axis_labels, f"ROC curve, positive class: {positive_class}", "lower right")
+    return _plot_curve(path, draw, axis_labels, f"ROC curve, positive class: {positive_class}", "lower right", notes)
 
 
 def plot_pr_curve(path: str | os.PathLike, labels: Any, probabilities: Any, positive_class: str = "lesion",
-                  interval: Mapping | None = None, level: float = 0.95) -> Path:
+                  interval: Mapping | None = None, level: float = 0.95, notes: Sequence[str] = ()) -> Path:
     """Precision-recall curve of P(positive class) as a PNG at ``path`` (AUPRC, its interval if given
     and the no-skill baseline = prevalence of the positive class in the legend). Returns the path."""
     y_true, probabilities = positive_targets(labels, probabilities, positive_class)
@@ -96,7 +103,7 @@ def plot_pr_curve(path: str | os.PathLike, labels: Any, probabilities: Any, posi
 
     axis_labels = (f"recall ({positive_class})", f"precision ({positive_class})")
     return _plot_curve(
-        path, draw, axis_labels, f"Precision-recall curve, positive class: {positive_class}", "lower left"
+        path, draw, axis_labels, f"Precision-recall curve, positive class: {positive_class}", "lower left", notes
     )
 
 
@@ -106,6 +113,7 @@ def plot_confusion_matrix(
     probabilities: Any,
     positive_class: str = "lesion",
     threshold: float = 0.5,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Confusion matrix at ``probability >= threshold`` as a PNG at ``path``: rows = true class,
     columns = predicted class, order [negative, positive]; counts and row percentages. Returns the path."""
@@ -127,4 +135,4 @@ def plot_confusion_matrix(
     ax.set_ylabel("true")
     ax.set_title(f"positive class: {positive_class}, threshold {threshold:g}\n"
                  f"accuracy {result['accuracy']:.3f}, F1 {result['f1']:.3f}", fontsize="medium")
-    return _save_figure(figure, path)
+    return _save_figure(figure, path, notes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import warnings
@@ -34,7 +35,25 @@ from .metrics import (
 )
 from .plots import plot_confusion_matrix, plot_pr_curve, plot_roc_curve
 
-__all__ = ["write_evaluation", "write_predictions_csv"]
+__all__ = ["write_evaluation", "write_predictions_csv", "small_sample_warnings", "MIN_PATIENTS", "MIN_LESIONS"]
+
+logger = logging.getLogger(__name__)
+
+#: below these, a test subset's metrics and intervals mean little (warned in the log, metrics.json and figures)
+MIN_PATIENTS = 10
+MIN_LESIONS = 10
+PHANTOM_NOTE = "PHANTOM data: a demo, no clinical meaning"
+
+
+def small_sample_warnings(n_patients: int, n_lesions: int) -> list[str]:
+    """The warnings of a test set of ``n_patients`` patients and ``n_lesions`` lesion patches:
+    fewer than :data:`MIN_PATIENTS` or :data:`MIN_LESIONS` make the metrics and intervals unreliable."""
+    out = []
+    if n_patients < MIN_PATIENTS:
+        out.append(f"only {n_patients} patients (fewer than {MIN_PATIENTS}): the metrics and their bootstrap intervals are unreliable")
+    if n_lesions < MIN_LESIONS:
+        out.append(f"only {n_lesions} lesion patches (fewer than {MIN_LESIONS}): the metrics and their bootstrap intervals are unreliable")
+    return out
 
 
 def _json_ready(value: Any) -> Any:
@@ -99,7 +118,10 @@ def write_evaluation(
     Returns the dict of :func:`classification_metrics` plus ``"confidence_intervals"``
     (``{metric: {"low", "high", "n_valid"}}``), ``"ci_level"``, ``"ci_method"``, ``"n_bootstrap"``,
     ``"seed"``, ``"n_patients"`` (distinct ids), ``"n_clusters"`` (bootstrap units),
-    ``"n_missing_patient_ids"``, ``"files"`` and ``"extra"``.
+    ``"n_missing_patient_ids"``, ``"constant_prediction"`` (every patch called one class),
+    ``"warnings"`` (a test set of fewer than :data:`MIN_PATIENTS` patients or :data:`MIN_LESIONS`
+    lesions; also logged and written on the figures, as is ``extra["phantom"]``), ``"files"`` and
+    ``"extra"``.
     """
     pos_label = positive_index(positive_class)
     labels, probabilities = check_inputs(labels, probabilities)
@@ -126,6 +148,13 @@ def write_evaluation(
             stacklevel=2,
         )
     ids = [None] * n if patient_ids is None else list(patient_ids)
+    n_lesions = int((labels == 1).sum())
+    sample_warnings = small_sample_warnings(n_clusters, n_lesions)  # a patch without an id: its own patient
+    for text in sample_warnings:
+        logger.warning("%s: %s", output_dir, text)
+    phantom = bool((extra or {}).get("phantom"))
+    predicted = probabilities >= threshold
+    notes = ([PHANTOM_NOTE] if phantom else []) + [f"WARNING: {w.split(':')[0]}" for w in sample_warnings]
 
     files = {
         "metrics": "metrics.json",
@@ -146,14 +175,16 @@ def write_evaluation(
             "n_clusters": n_clusters,
             "n_missing_patient_ids": n_missing,
             "label_coding": {"1": "lesion", "0": "healthy"},
+            # every patch called the same class: a constant predictor (the study never marks it best)
+            "constant_prediction": bool(predicted.all() or not predicted.any()),
+            "warnings": sample_warnings,
             "files": files,
             "extra": dict(extra) if extra is not None else {},
         }
     )
     metrics = _json_ready(metrics)
 
-    predicted_positive = probabilities >= threshold
-    predictions = np.where(predicted_positive, pos_label, 1 - pos_label)
+    predictions = np.where(predicted, pos_label, 1 - pos_label)
     columns = (["image_path"] if image_paths is not None else []) + [
         "patient_id", "label", f"p_{positive_class}", "prediction",
     ]
@@ -166,9 +197,9 @@ def write_evaluation(
 
     _write_csv_atomically(output_dir / files["predictions"], columns, rows())
 
-    plot_roc_curve(output_dir / files["roc_curve"], labels, probabilities, positive_class, intervals["auroc"], level)
-    plot_pr_curve(output_dir / files["pr_curve"], labels, probabilities, positive_class, intervals["auprc"], level)
-    plot_confusion_matrix(output_dir / files["confusion_matrix"], labels, probabilities, positive_class, threshold)
+    plot_roc_curve(output_dir / files["roc_curve"], labels, probabilities, positive_class, intervals["auroc"], level, notes)
+    plot_pr_curve(output_dir / files["pr_curve"], labels, probabilities, positive_class, intervals["auprc"], level, notes)
+    plot_confusion_matrix(output_dir / files["confusion_matrix"], labels, probabilities, positive_class, threshold, notes)
     _write_text_atomically(
         output_dir / files["metrics"], json.dumps(metrics, indent=2, allow_nan=False) + "\n"
     )

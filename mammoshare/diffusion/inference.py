@@ -26,6 +26,7 @@ from ..gan.inference import (
     weights_file,
 )
 from ..gan.weights import WeightsError, decode_output, load_into
+from ..datalist import trained_on_phantom
 from ..hashing import sha256_file
 from .conditioning import ClassConditionedDiffusionInferer, class_index, sampling_scheduler
 
@@ -100,7 +101,7 @@ def generate_diffusion_patches(
     device: str | torch.device = "cpu",
     batch_size: int = 64,
     amp: bool = False,
-    phantom: bool = False,
+    phantom: bool | None = None,
     progress: bool = True,
 ) -> Path:
     """Write ``num_samples`` synthetic lesion patches of a diffusion model and their datalist.
@@ -122,7 +123,8 @@ def generate_diffusion_patches(
         num_inference_steps: sampling steps (DDIM: 50).
         device, batch_size: where and how many patches per UNet call.
         amp: sample under CUDA autocast (float16), on a GPU only.
-        phantom: whether the model was trained on phantom data.
+        phantom: whether the model was trained on phantom data; None (default): as the training
+            counts next to the weights say (:func:`~mammoshare.datalist.trained_on_phantom`).
         progress: a tqdm bar over the batches.
 
     Returns:
@@ -139,9 +141,10 @@ def generate_diffusion_patches(
         raise ValueError(f"--lesion_type {lesion_type}: this UNet has no class embedding (--num_class_embeds None)")
     scheduler = sampling_scheduler(sampler, training_scheduler, num_inference_steps, num_train_timesteps)
     name, version = str(generator_name), str(generator_version)
-    writer = SyntheticPatchWriter(output_dir, num_samples, generator_name=name, generator_version=version, task=task, seed=seed)
-
     path = weights_file(checkpoint, default_checkpoint, _missing_message)
+    phantom = trained_on_phantom(path) if phantom is None else bool(phantom)
+    writer = SyntheticPatchWriter(output_dir, num_samples, generator_name=name, generator_version=version, task=task,
+                                  seed=seed, phantom=phantom)
     device = torch.device(device)
     weights = load_diffusion_weights(path)
     _load_into(network, weights)
@@ -174,7 +177,6 @@ def generate_diffusion_patches(
             )
             bar.update(1)
         return writer.finish(
-            phantom=phantom,
             batch_size=batch_size,
             device=device.type,
             generator={

@@ -63,6 +63,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     for name in result.files:
         print(f"  {name}")
     print(f"wrote {result.path} ({len(result.files)} files)")
+    if result.left_out:
+        print("left out of the archive (not shared):")
+        for line in result.left_out:
+            print(f"  {line}")
     if result.signed:
         print(f"signed: {SIGNATURE} (OpenSSF model-signing format, Ed25519); key fingerprint {result.fingerprint}")
     else:
@@ -100,6 +104,14 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def git_work_tree_of(path: Path) -> Path | None:
+    """The git work tree that holds ``path`` (a folder above it with a ``.git`` folder or file), or None."""
+    for folder in Path(path).absolute().parents:
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
 def _cmd_keygen(args: argparse.Namespace) -> int:
     private, public = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
     try:
@@ -107,6 +119,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     except (SigningError, OSError) as e:
         print(f"keygen refused: {e}", file=sys.stderr)
         return 1
+    work_tree = git_work_tree_of(private)
+    if work_tree is not None:
+        print(f"WARNING: the private key {private} is inside the git work tree {work_tree}: never commit it; "
+              "keep keys outside any checkout (e.g. ~/.mammoshare/keys)", file=sys.stderr)
     print(f"private key: {private} (keep it secret; it signs archives: mammoshare pack ... --sign {private})")
     print(f"public key:  {public} (give it to the receivers: mammoshare verify ... --trusted-key {public})")
     print(f"fingerprint: {fingerprint}")

@@ -38,10 +38,11 @@ import json
 import os
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammoshare.atomic import atomic_write, partial_name, remove_stale_partials
+from mammoshare.datalist import TRAINING_COUNTS_FILE
 from mammoshare.hashing import sha256_bytes, sha256_file
 
 from .layout import (
@@ -49,6 +50,7 @@ from .layout import (
     INFERENCE,
     LICENSE,
     MANIFEST,
+    TRAINING_FIELDS,
     METADATA,
     MODEL,
     MODEL_CARD,
@@ -57,6 +59,8 @@ from .layout import (
     ZIP_DATE,
     PackError,
     manifest_bytes,
+    training_record_problems,
+    training_summary,
 )
 from .policy import (
     bundle_generator_settings,
@@ -69,17 +73,23 @@ from .policy import (
 )
 from .signing import key_fingerprint, load_private_key, sign_files
 
-__all__ = ["PackResult", "pack_bundle", "load_pack_audit", "audit_gate", "model_card_with_audit", "NOT_AUDITED"]
+__all__ = [
+    "PackResult", "pack_bundle", "load_pack_audit", "audit_gate", "model_card_with_audit", "NOT_AUDITED",
+    "training_record", "model_card_with_training", "left_out_files",
+]
+
 
 @dataclass
-
-
 class PackResult:
+    """The written archive: its path and SHA-256, the files it holds, its signature, and what of the
+    bundle folder was left out (``"path (why)"``, a folder once with its file count)."""
+
     path: Path
     sha256: str
     files: list[str]
     signed: bool = False
     fingerprint: str | None = None
+    left_out: list[str] = field(default_factory=list)
 
 
 def _read_json(path: Path, name: str) -> dict:
@@ -219,7 +229,8 @@ def pack_bundle(
             f"({sorted(changelog) if isinstance(changelog, dict) else 'no changelog'}); add a changelog entry for it"
         )
     model_path = _weights_file(bundle, bundle / "models" / "model")
-    audit_record = audit_gate(audit, accept_risk, sha256_file(model_path)) if audit is not None else NOT_AUDITED
+    model_sha256 = sha256_file(model_path)
+    audit_record = audit_gate(audit, accept_risk, model_sha256) if audit is not None else NOT_AUDITED
     state = _generator_tensors(model_path, f"models/{model_path.name}")
     try:
         if (bundle / GENERATOR).is_file():
@@ -240,6 +251,7 @@ def pack_bundle(
     if list(made.shape[1:]) != [spec.channels, *spec.image_size]:
         raise PackError(f"models/{model_path.name}: the generator makes {list(made.shape[1:])}, not {[spec.channels, *spec.image_size]}")
     del network, made
+    training = training_record(bundle, model_path, model_sha256)
 
     packed_meta = {k: v for k, v in metadata.items() if k not in ("snapshots", "packed_inference")}
     packed_meta["required_packages_version"] = {
@@ -284,13 +296,13 @@ def pack_bundle(
         texts: dict[str, bytes] = {
             METADATA: (json.dumps(packed_meta, indent=4, ensure_ascii=False) + "\n").encode("utf-8"),
             GENERATOR: spec.to_json(),
-            INFERENCE: pinned_inference(spec, packed_meta.get("name"), version, hashes[MODEL][0]),
-            MODEL_CARD: model_card_with_audit((bundle / MODEL_CARD).read_bytes(), audit, audit_record),
+            INFERENCE: pinned_inference(spec, packed_meta.get("name"), version, hashes[MODEL][0], phantom=training.get("phantom") is True),
+            MODEL_CARD: model_card_with_audit(model_card_with_training((bundle / MODEL_CARD).read_bytes(), training), audit, audit_record),
             LICENSE: (bundle / LICENSE).read_bytes(),
         }
         for name, data in texts.items():
             hashes[name] = (sha256_bytes(data), len(data))
-        manifest = manifest_bytes(hashes, str(packed_meta.get("name", "")), version, audit_record)
+        manifest = manifest_bytes(hashes, str(packed_meta.get("name", "")), version, audit_record, training)
 
         if patient_ids is not None:
             scanned: dict[str, str] = {"(file names)": "\n".join(sorted(hashes) + [f"models/{model_path.name}"] + [f"models/snapshots/{p.name}" for p in snapshot_paths])}
@@ -329,7 +341,101 @@ def pack_bundle(
             raise PackError(f"{out}: appeared while packing; an archive is never overwritten") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return PackResult(path=out, sha256=sha256_file(out), files=sorted(entries), signed=private_key is not None, fingerprint=fingerprint)
+    packed_sources = {METADATA, MODEL_CARD, LICENSE, GENERATOR, f"models/{model_path.name}"}
+    packed_sources |= {p.relative_to(bundle).as_posix() for p in snapshot_paths}
+    return PackResult(path=out, sha256=sha256_file(out), files=sorted(entries), signed=private_key is not None,
+                      fingerprint=fingerprint, left_out=left_out_files(bundle, packed_sources))
+
+
+#: why pack leaves a file of a bundle folder out, by its path (first match; folders end in "/")
+_LEFT_OUT_REASONS = (
+    ("models/last.pt", "training state with the discriminator/critic and optimizers: never shared"),
+    (f"models/{TRAINING_COUNTS_FILE}", "recorded in the signed manifest's training record instead"),
+    (INFERENCE, "replaced by the pinned config regenerated from the generator's description"),
+    ("configs/logging.conf", "the receiver's unpack writes its own"),
+    ("configs/", "configs that run code: the receiver runs only its own pinned config"),
+    ("models/previews/", "training preview grids"),
+    ("models/phantom/", "phantom dataset copies"),
+    ("models/tensorboard/", "training logs"),
+    ("models/", "not generator weights of the archive layout (a datalist, a log or another run's file)"),
+    ("", "not part of the archive layout"),
+)
+
+
+def left_out_files(bundle: Path, packed_sources: set[str]) -> list[str]:
+    """Every file of ``bundle`` that is not in ``packed_sources``, as ``"path (why)"``; a folder of
+    :data:`_LEFT_OUT_REASONS` is named once, with its file count."""
+    folders: dict[str, int] = {}
+    left = []
+    for path in sorted(p for p in bundle.rglob("*") if p.is_file() or p.is_symlink()):
+        name = path.relative_to(bundle).as_posix()
+        if name in packed_sources:
+            continue
+        prefix, why = next((prefix, why) for prefix, why in _LEFT_OUT_REASONS if name == prefix or (prefix.endswith("/") and name.startswith(prefix)) or prefix == "")
+        if prefix.endswith("/") and prefix not in ("configs/", "models/"):
+            folders[prefix] = folders.get(prefix, 0) + 1
+            if folders[prefix] == 1:
+                left.append((prefix, why))
+        else:
+            left.append((name, why))
+    return [f"{name} ({folders[name]} files: {why})" if name in folders else f"{name} ({why})" for name, why in left]
+
+
+def _received_training_record(bundle: Path) -> dict | None:
+    """The training record of an unpacked archive's manifest (a received bundle shared on keeps
+    what its sender recorded), or None."""
+    try:
+        record = json.loads((bundle / MANIFEST).read_text(encoding="utf-8")).get("training")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if record is not None and not training_record_problems(record) else None
+
+
+def training_record(bundle: Path, weights_path: Path, weights_sha256: str) -> dict:
+    """The manifest's ``training`` record: what the generator was trained on and how long, from the
+    ``models/training_counts.json`` its training run wrote (dataset, task, datalist name, phantom or
+    not, subsets, lesion patches and patients, seed, project version, epochs, iterations, generator
+    updates), or, in an unpacked archive, its manifest's record; ``{"recorded": false}`` when the
+    bundle holds neither (e.g. imported from medigan).
+
+    Raises:
+        PackError: the record describes other weights than ``weights_path`` (another run's, or a
+            run that did not complete), or lacks a field.
+    """
+    path = bundle / "models" / TRAINING_COUNTS_FILE
+    if not path.is_file():
+        received = _received_training_record(bundle)
+        if received is not None:
+            return received
+        return {"recorded": False, "detail": f"the bundle holds no models/{TRAINING_COUNTS_FILE}: nothing is recorded of its training data"}
+    counts = _read_json(path, f"models/{TRAINING_COUNTS_FILE}")
+    name = f"models/{TRAINING_COUNTS_FILE}"
+    if counts.get("weights_sha256") != weights_sha256:
+        raise PackError(
+            f"{name}: describes " + (f"other weights (SHA-256 {str(counts.get('weights_sha256'))[:12]}...)" if counts.get("weights_sha256")
+                                     else "a training run that did not complete")
+            + f", not models/{weights_path.name}; pack the model that run wrote, or remove {name} to share it with its training unrecorded"
+        )
+    missing = [k for k in TRAINING_FIELDS if k not in counts]
+    if missing:
+        raise PackError(f"{name}: lacks {missing} (written by an older version?); train again, or remove it to share the generator with its training unrecorded")
+    return {"recorded": True, **{k: counts[k] for k in TRAINING_FIELDS}}
+
+
+_TRAINING_HEADING = b"\n## Training record\n"
+_AUDIT_HEADING = b"\n## Privacy and quality audit\n"
+
+
+def model_card_with_training(card: bytes, record: dict) -> bytes:
+    """The model card with a ``## Training record`` section (what :func:`training_record` found) in
+    place of one a previous pack wrote (that section and the audit's after it are replaced)."""
+    head = card
+    for heading in (_TRAINING_HEADING, _AUDIT_HEADING):
+        before, found, _ = head.rpartition(heading)
+        head = before if found else head
+    section = "## Training record\n\n" + ("**Trained on PHANTOM data**: a demo or test generator with no clinical meaning.\n\n"
+                                           if record.get("phantom") else "") + f"Recorded by `mammoshare pack`: {training_summary(record)}.\n"
+    return head.rstrip(b"\n") + b"\n\n" + section.encode("utf-8")
 
 
 #: the manifest's audit record of a generator packed with ``--no-audit``
@@ -373,5 +479,5 @@ def model_card_with_audit(card: bytes, audit: dict | None, record: dict) -> byte
         section = "## Privacy and quality audit\n\nNOT AUDITED: this generator was packed with `--no-audit`; nobody checked it for " \
                   "memorisation of training patches or membership inference. Audit it before any use (`mammoshare audit`).\n"
     # a repacked (received) bundle already ends with the section of its last pack: replace it
-    head, found, _ = card.rpartition(b"\n## Privacy and quality audit\n")
+    head, found, _ = card.rpartition(_AUDIT_HEADING)
     return (head if found else card).rstrip(b"\n") + b"\n\n" + section.encode("utf-8")

@@ -14,7 +14,9 @@ from pathlib import Path
 from mammoshare.atomic import fsync_dir, partial_name, remove_stale_partials
 from mammoshare.hashing import sha256_file
 
-from .layout import GENERATOR, INFERENCE, MODEL, RECEIPT, TORCHSCRIPT, UnpackError, is_allowed_name
+from mammoshare.gan.configs import logging_conf
+
+from .layout import GENERATOR, INFERENCE, LOGGING_CONF, MODEL, RECEIPT, TORCHSCRIPT, UnpackError, is_allowed_name
 from .reader import ZipSource
 from .verify import verify_bundle
 
@@ -96,7 +98,9 @@ def unpack_bundle(
             src.close()
         if not use_senders_config:
             _write_file(work / INFERENCE, report.pinned_inference)
-        extra = {}
+        # written by the receiver, like the pinned config: MONAI's run looks for configs/logging.conf
+        _write_file(work / LOGGING_CONF, logging_conf())
+        extra = {LOGGING_CONF: sha256_file(work / LOGGING_CONF)}
         if torchscript:
             extra[TORCHSCRIPT] = _export_torchscript(work, report.spec)
         receipt = {

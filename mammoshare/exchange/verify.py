@@ -27,6 +27,9 @@ reason, naming the file, and exits 0 only when none failed:
                         the family's, dtype allow-list; loaded strictly into the receiver's own
                         network, run once, released before the next
 ``patient ids``         with ``--train-datalist`` (the sender's own check): no patient id anywhere
+``training``            the sender's training record: dataset, datalist name, task, lesion patches
+                        and patients, epochs and generator updates, seed, project version; WARN
+                        for PHANTOM training data or no record, FAIL for a malformed one
 ``audit``               the sender's audit gate record: the four verdicts (memorisation, membership,
                         diversity, fidelity) and sizes; WARN when shared under an accepted risk
                         or ``--no-audit``, FAIL for a failed privacy verdict without one
@@ -62,6 +65,8 @@ from .layout import (
     TEXT_FILES,
     ExchangeError,
     is_allowed_name,
+    training_record_problems,
+    training_summary,
 )
 from .policy import (
     FAIL,
@@ -109,6 +114,7 @@ class VerifyReport:
     signature_status: str = "unsigned"
     signer_key: str | None = None
     audit: dict | None = None
+    training: dict | None = None
 
     def add(self, name: str, status: str, detail: str) -> None:
         self.checks.append(Check(name, status, detail))
@@ -277,6 +283,7 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
             report.verified_files = dict(actual)
             report.add("manifest", OK, f"{len(actual) - 1} files match their SHA-256 and size, none unlisted")
             report.audit = manifest.get("audit")
+            report.training = manifest.get("training")
 
     # signature
     _check_signature(report, src, names, texts, trusted_keys, allow_unsigned, actual)
@@ -327,7 +334,8 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
     else:
         try:
             weights_sha = actual.get(MODEL) or src.digest(MODEL)[0]
-            report.pinned_inference = pinned_inference(spec, metadata.get("name"), metadata.get("version"), weights_sha)
+            phantom = isinstance(report.training, dict) and report.training.get("phantom") is True
+            report.pinned_inference = pinned_inference(spec, metadata.get("name"), metadata.get("version"), weights_sha, phantom=phantom)
         except WeightsError as e:
             report.add(CONFIG_CHECK, FAIL, str(e))
         else:
@@ -361,7 +369,23 @@ def _run_checks(report: VerifyReport, src, schema, trusted_keys: list, allow_uns
         hits = find_patient_ids(scanned, ids)
         report.add("patient ids", FAIL if hits else OK, "; ".join(hits[:8]) if hits else f"no patient id of {Path(train_datalist).name} in any file")
 
+    _check_training(report)
     _check_audit(report)
+
+
+def _check_training(report: VerifyReport) -> None:
+    """The sender's training record, shown plainly; PHANTOM training data and a missing record warn."""
+    record = report.training
+    if record is None:
+        report.add("training", WARN, "no training record in the manifest (packed by an older version): nothing is known of the training data")
+        return
+    problems = training_record_problems(record)
+    if problems:
+        report.add("training", FAIL, f"{MANIFEST}: the training record is not one pack writes: " + "; ".join(problems[:5]))
+    elif not record["recorded"] or record["phantom"]:
+        report.add("training", WARN, training_summary(record))
+    else:
+        report.add("training", OK, training_summary(record))
 
 
 #: the audit families whose ``fail`` the sender's gate refuses unless a risk is accepted

@@ -15,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["generator_inference_config", "render_generator_inference", "REPO_GENERATORS", "write_repo_configs"]
+__all__ = ["generator_inference_config", "render_generator_inference", "REPO_GENERATORS", "write_repo_configs", "logging_conf"]
 
 _TEMPLATE = "generator_inference.json"
 
@@ -47,6 +47,13 @@ def generator_inference_config(
 def render_generator_inference(**geometry) -> str:
     """:func:`generator_inference_config` as the file's text (4-space JSON, final newline)."""
     return json.dumps(generator_inference_config(**geometry), indent=4) + "\n"
+
+
+def logging_conf() -> bytes:
+    """Every bundle's ``configs/logging.conf`` (INFO to standard output, MONAI's model-zoo format):
+    written by ``medigan-import`` and by ``unpack`` (a received archive never carries one, since
+    ``logging.config.fileConfig`` evaluates its handler arguments)."""
+    return files(__package__).joinpath("templates", "logging.conf").read_bytes()
 
 
 def write_repo_configs(bundles_dir: str | Path) -> list[Path]:

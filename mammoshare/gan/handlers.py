@@ -144,6 +144,9 @@ class GANCheckpointer(TrainingCheckpointer):
     def model_weights(self) -> dict[str, torch.Tensor]:
         return plain_weights(self.generator)
 
+    def run_length(self, engine: Engine) -> dict[str, int]:
+        return {**super().run_length(engine), "generator_updates": int(getattr(engine.state, "generator_updates", 0))}
+
     def restore(self, state: dict[str, Any], engine: Engine) -> None:
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])

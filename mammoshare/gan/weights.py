@@ -223,7 +223,7 @@ class DCGANFamily(GeneratorFamily):
 
     name = "dcgan"
     template = "dcgan_inference.json"
-    template_sha256 = "2868fbe5e072eaf70fd656ae44d1c66b3b77767ccfd3940499c3863b71cb0756"
+    template_sha256 = "2ed8ad0d501d7642fbe79070de4d5c9f92bdc2db61460e5e3acc4db463a0c2cc"
     KEYS = frozenset({"latent_size", "widths", "out_channels", "activation", "leaky_slope", "conv_bias"})
     _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -534,10 +534,12 @@ def dcgan_geometry(spec: GeneratorSpec) -> dict | None:
             "out_channels": p["out_channels"], "leaky_slope": p["leaky_slope"]}
 
 
-def pinned_inference(spec: GeneratorSpec, name: str, version: str, weights_sha256: str) -> bytes:
+def pinned_inference(spec: GeneratorSpec, name: str, version: str, weights_sha256: str, phantom: bool = False) -> bytes:
     """The pinned ``configs/inference.json``: the family's fixed template with ``spec``'s values,
-    byte for byte the same for the same inputs. The template's SHA-256 is checked against the one
-    the project ships, so a changed installed template is refused."""
+    byte for byte the same for the same inputs. ``phantom`` (the archive's training record says the
+    generator learnt phantom data) goes into every PNG's text chunks and the synthetic datalist.
+    The template's SHA-256 is checked against the one the project ships, so a changed installed
+    template is refused."""
     impl = spec.family_impl
     path = _TEMPLATES / impl.template
     text = path.read_bytes()
@@ -555,6 +557,7 @@ def pinned_inference(spec: GeneratorSpec, name: str, version: str, weights_sha25
         "output_decoding": spec.output_decoding,
         "image_size": spec.image_size,
         "packed_weights_sha256": weights_sha256,
+        "phantom": bool(phantom),
     }
     out = text.decode("utf-8")
     for key, value in values.items():

@@ -244,6 +244,8 @@ def run_cell(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[st
         "positive_class": metrics.get("positive_class"),
         "test_counts": metrics.get("counts"),
         "n_test_patients": metrics.get("n_patients"),
+        "constant_prediction": bool(metrics.get("constant_prediction")),
+        "test_warnings": metrics.get("warnings", []),
         "training_counts": counts,
         "best_validation": best,
         "timings": {"train_s": round(train_seconds, 3), "evaluate_s": round(eval_seconds, 3)},

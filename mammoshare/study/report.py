@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,8 @@ def _cell_entry(cell: dict, records: dict[str, dict], study_dir: Path) -> dict:
         "positive_class": outputs.get("positive_class"),
         "training_counts": outputs.get("training_counts"),
         "test_counts": outputs.get("test_counts"),
+        "constant_prediction": outputs.get("constant_prediction"),
+        "test_warnings": outputs.get("test_warnings") or [],
         "best_validation": outputs.get("best_validation"),
         "timings": timings,
         "started": record.get("started"),
@@ -206,9 +209,10 @@ def _cell_entry(cell: dict, records: dict[str, dict], study_dir: Path) -> dict:
     }
 
 
-def plot_deltas(cells: list[dict], path: Path, tasks=TASKS) -> Path:
+def plot_deltas(cells: list[dict], path: Path, tasks=TASKS, notes: Sequence[str] = ()) -> Path:
     """Bars: mean over seeds of (row - None) per metric, classifier and training fraction; whiskers: the
-    row's 95% bootstrap interval (averaged over seeds) minus None's mean."""
+    row's 95% bootstrap interval (averaged over seeds) minus None's mean. ``notes``: lines in red at
+    the top (phantom data, small test sets)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,7 +261,11 @@ def plot_deltas(cells: list[dict], path: Path, tasks=TASKS) -> Path:
     fig.suptitle("Difference to 'None' (mean over seeds); whiskers: the row's 95% bootstrap interval", fontsize=10)
     if legend:
         fig.legend(handles, labels, loc="lower center", ncol=len(series), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 if legend else 0, 1, 1))
+    top = 1.0
+    if notes:
+        fig.text(0.01, 0.995, "\n".join(notes), ha="left", va="top", color="tab:red", fontsize=9, weight="bold")
+        top = 1.0 - 0.045 * len(notes) / len(tasks)
+    fig.tight_layout(rect=(0, 0.04 if legend else 0, 1, top))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.png")
     fig.savefig(tmp, dpi=110)
@@ -284,14 +292,25 @@ def _counts_text(table: dict[str, dict[str, int]] | None) -> tuple[str, str]:
     return one("lesion"), one("healthy")
 
 
-def _caption(plan, options, task: str) -> str:
+def _phantom(plan) -> bool:
+    return plan.inputs.centre_a_option.startswith("the demo")
+
+
+def _test_warnings(cells: list[dict], task: str) -> list[str]:
+    """The small-test-set warnings of a task's cells (each once)."""
+    return list(dict.fromkeys(w for c in cells if c["task"] == task for w in c.get("test_warnings") or []))
+
+
+def _caption(plan, options, task: str, cells: list[dict]) -> str:
     n = len(plan.seeds)
     centre_a = options.centre_a_format if hasattr(options, "centre_a_format") else "inbreast"
+    warned = _test_warnings(cells, task)
     return (
-        f"Centre A ({centre_a}{', PHANTOM data' if plan.inputs.centre_a_option.startswith('the demo') else ''}) test "
+        f"Centre A ({centre_a}{', PHANTOM data' if _phantom(plan) else ''}) test "
         f"subset, task {task!r}. Cells: mean(std) over {n} seed{'s' if n != 1 else ''} (std: sample standard "
         f"deviation; the mean alone for one seed); positive class: {options.positive_class}; bold: the best of the "
-        f"column for each classifier. Preset {plan.preset.name}."
+        f"column for each classifier (never a constant predictor). Preset {plan.preset.name}."
+        + "".join(f"\n\n**WARNING: the test subset has {w}.**" for w in warned)
     )
 
 
@@ -308,7 +327,7 @@ def write_outputs(plan, records: dict[str, dict], options, stage_seconds: dict[s
     tables_md = {}
     for task in TASKS:
         stem, title = TASK_TABLES[task]
-        text = markdown_table(task, groups, title, _caption(plan, options, task))
+        text = markdown_table(task, groups, title, _caption(plan, options, task, cells))
         tables_md[task] = text
         outputs[f"{stem}.md"] = _write(study_dir / f"{stem}.md", text)
         outputs[f"{stem}.csv"] = _write(study_dir / f"{stem}.csv", table_csv(task, groups))
@@ -316,7 +335,9 @@ def write_outputs(plan, records: dict[str, dict], options, stage_seconds: dict[s
     paired_md = paired_markdown(paired)
     outputs["paired_comparison.md"] = _write(study_dir / "paired_comparison.md", paired_md)
     outputs["paired_comparison.csv"] = _write(study_dir / "paired_comparison.csv", paired_csv(paired))
-    outputs["deltas_vs_none.png"] = plot_deltas(cells, study_dir / "deltas_vs_none.png")
+    notes = (["PHANTOM data: a demo, no clinical meaning"] if _phantom(plan) else []) + [
+        f"WARNING ({TASK_NAMES[task]} test subset): {w.split(':')[0]}" for task in TASKS for w in _test_warnings(cells, task)]
+    outputs["deltas_vs_none.png"] = plot_deltas(cells, study_dir / "deltas_vs_none.png", notes=notes)
 
     env = environment(options.device, gpus)
     failed = [r for r in records.values() if r.get("status") == "failed"]

@@ -3,7 +3,8 @@
 A table cell is one (task, classifier, augmentation row, training fraction) over its seeds:
 ``mean(std)`` of the seeds' test metrics, e.g. ``0.942(.005)`` (std = sample standard deviation,
 ddof 1; only the mean when one seed ran). The best mean of each column within a classifier's block
-is bold (ties at the shown precision all bold). A cell that did not run by design reads
+is bold (ties at the shown precision all bold), except a cell where a seed's classifier called every
+test patch one class (a constant predictor: footnoted, never bold). A cell that did not run by design reads
 ``not run [n]`` and a cell where a seed failed reads ``failed [n]``; footnote ``[n]`` says why.
 """
 
@@ -75,9 +76,13 @@ class Group:
     ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # mean CI over seeds
     reasons: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    constant: int = 0  # done seeds whose classifier called every test patch one class
 
     @property
     def note(self) -> str | None:
+        if self.status == "done" and self.constant:
+            return (f"constant predictor in {self.constant} of {self.done} seeds: every test patch called one class "
+                    "(its accuracy is the class balance); never marked best")
         if self.status == "not_run":
             return "not run: " + "; ".join(self.reasons)
         if self.status == "failed":
@@ -106,7 +111,8 @@ def aggregate(cells: Iterable[dict]) -> dict[tuple, Group]:
     for key, members in by_key.items():
         done = [c for c in members if c["status"] == "done"]
         failed = [c for c in members if c["status"] == "failed"]
-        group = Group(status="done", seeds=len(members), done=len(done))
+        group = Group(status="done", seeds=len(members), done=len(done),
+                      constant=sum(bool(c.get("constant_prediction")) for c in done))
         if failed:
             group.status = "failed"
             group.errors = list(dict.fromkeys(str(c.get("error") or "unknown error") for c in failed))
@@ -125,13 +131,15 @@ def aggregate(cells: Iterable[dict]) -> dict[tuple, Group]:
 
 def best_per_column(groups: dict[tuple, Group], task: str, classifier: str, fraction: float, metric: str,
                     rows: Sequence[str] | None = None) -> set[str]:
-    """The rows whose mean, at the shown precision, is the best of the column within a classifier."""
+    """The rows whose mean, at the shown precision, is the best of the column within a classifier
+    (a cell with a constant predictor is never the best)."""
     rows = rows or [r.key for r in ROWS]
     values = {
         row: round(groups[(task, classifier, row, fraction)].mean[metric], DIGITS)
         for row in rows
         if (task, classifier, row, fraction) in groups
         and groups[(task, classifier, row, fraction)].status == "done"
+        and not groups[(task, classifier, row, fraction)].constant
         and metric in groups[(task, classifier, row, fraction)].mean
     }
     if not values:
@@ -158,6 +166,8 @@ def _cell_text(group: Group | None, bold: bool, metric: str, notes: _Footnotes) 
         return f"not run [{notes.mark('not run: not planned')}]"
     if group.status == "done":
         text = format_mean_std(group.mean[metric], group.std[metric])
+        if group.constant:
+            return f"{text} [{notes.mark(group.note)}]"
         return f"**{text}**" if bold else text
     word = "not run" if group.status == "not_run" else "failed"
     return f"{word} [{notes.mark(group.note)}]"

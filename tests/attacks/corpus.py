@@ -54,10 +54,14 @@ def marker_code(ctx: Context, name: str) -> str:
 def rebuild(ctx: Context, name: str, files: dict[str, bytes], sign: str | None = "sender_key", extra=(), keep: set = frozenset(),
             compression: int = zipfile.ZIP_STORED) -> Path:
     """A consistent archive of ``files``: manifest recomputed and signed (by ``sign``), as a sender would."""
+    try:  # the sender's training record stays (the pinned config is regenerated from it)
+        training = json.loads(files[MANIFEST]).get("training")
+    except (KeyError, ValueError, AttributeError):
+        training = None
     files = {k: v for k, v in files.items() if k not in (MANIFEST, SIGNATURE) or k in keep}
     if MANIFEST not in keep:
         listed = {n: (hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items() if n not in (MANIFEST, SIGNATURE)}
-        files[MANIFEST] = manifest_bytes(listed, "dcgan_bcdr", "0.1.0")
+        files[MANIFEST] = manifest_bytes(listed, "dcgan_bcdr", "0.1.0", training=training)
     if sign is not None and SIGNATURE not in keep:
         signed = {n: hashlib.sha256(d).hexdigest() for n, d in files.items() if n != SIGNATURE}
         files[SIGNATURE] = sign_files(signed, "dcgan_bcdr", load_private_key(ctx.keys[sign]))

@@ -72,7 +72,7 @@ from mammoshare.gan.weights import (
     recognise_generator,
     save_safetensors,
 )
-from mammoshare.gan.configs import generator_inference_config
+from mammoshare.gan.configs import generator_inference_config, logging_conf
 from mammoshare.hashing import sha256_bytes, sha256_file
 
 from ..layout import ExchangeError
@@ -541,7 +541,7 @@ def import_medigan_package(
         (out_dir / "configs" / "inference.json").write_text(
             json.dumps(_inference_config(imp.geometry, imp.model.decoding), indent=4) + "\n"
         )
-        (out_dir / "configs" / "logging.conf").write_bytes(files(__package__).joinpath("templates", "logging.conf").read_bytes())
+        (out_dir / "configs" / "logging.conf").write_bytes(logging_conf())
         (out_dir / "docs" / "README.md").write_text(_model_card(imp, name, origin))
         (out_dir / "LICENSE").write_text(_licence_text(imp))
     except BaseException:

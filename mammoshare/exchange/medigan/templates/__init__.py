@@ -1,6 +1,5 @@
 """Files the medigan bridge writes: the exported package's ``__init__.py`` (:mod:`.package_init`, a
-real module whose generator values :func:`render_package_init` writes in), the imported bundle's
-``logging.conf`` and the script that fetches a package through medigan (``fetch_package.py``)."""
+real module whose generator values :func:`render_package_init` writes in) and the script that fetches a package through medigan (``fetch_package.py``)."""
 
 from __future__ import annotations
 
