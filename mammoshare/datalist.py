@@ -52,7 +52,6 @@ __all__ = [
     "TRAINING_COUNTS_FILE",
     "write_training_counts",
     "read_training_counts",
-    "update_training_counts",
     "trained_on_phantom",
 ]
 
@@ -369,14 +368,6 @@ def write_training_counts(output_dir: str | os.PathLike, counts: dict[str, Any],
     if update and path.is_file():
         counts = {**read_training_counts(output_dir), **counts}
     return atomic_write_bytes(path, (json.dumps(counts, indent=1, sort_keys=True) + "\n").encode())
-
-
-def update_training_counts(output_dir: str | os.PathLike, fields: dict[str, Any]) -> Path:
-    """Add ``fields`` to the :data:`TRAINING_COUNTS_FILE` of ``output_dir`` (created when absent),
-    e.g. how long the run trained, once it completes; returns the path."""
-    path = Path(output_dir) / TRAINING_COUNTS_FILE
-    counts = read_training_counts(output_dir) if path.is_file() else {}
-    return write_training_counts(output_dir, {**counts, **fields})
 
 
 def trained_on_phantom(weights_path: str | os.PathLike) -> bool:

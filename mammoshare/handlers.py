@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from PIL import Image
 
 from mammoshare.atomic import atomic_torch_save
-from mammoshare.datalist import update_training_counts
+from mammoshare.datalist import write_training_counts
 from mammoshare.hashing import sha256_file
 
 __all__ = [
@@ -251,8 +251,8 @@ class TrainingCheckpointer:
     def save_model(self, engine: Engine) -> None:
         atomic_torch_save(self.model_weights(), self.model_path)
         # the training record names the weights it describes: pack refuses a record of other weights
-        update_training_counts(self.output_dir, {**self.run_length(engine), "weights_file": self.model_path.name,
-                                                 "weights_sha256": sha256_file(self.model_path)})
+        write_training_counts(self.output_dir, {**self.run_length(engine), "weights_file": self.model_path.name,
+                                                "weights_sha256": sha256_file(self.model_path)}, update=True)
         logger.info("%s: %s (epoch %d)", self.MODEL_DESCRIPTION, self.model_path.resolve(), engine.state.epoch)
 
     def load_last(self, engine: Engine) -> None:
