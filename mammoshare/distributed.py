@@ -157,8 +157,7 @@ def rank_handlers(handlers: Sequence[Any] | None) -> list[Any]:
         return handlers
     from monai.handlers import EarlyStopHandler, ValidationHandler
 
-    from .gan.handlers import EpochSeeder
-    from .handlers import TrainingCheckpointer
+    from .handlers import EpochSeeder, TrainingCheckpointer
 
     kept: list[Any] = []
     for handler in handlers:

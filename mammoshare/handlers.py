@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = [
     "AveragedLossLogger",
     "AtomicCheckpointSaver",
     "TrainingCheckpointer",
+    "EpochSeeder",
+    "epoch_seed",
     "GridPreviewer",
     "image_grid",
     "plain_weights",
@@ -188,11 +191,45 @@ def plain_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
+
+
+class EpochSeeder:
+    """Reseed torch, numpy, ``random``, the data loader's generator and the dataset's random
+    transforms at every ``EPOCH_STARTED`` from (seed, epoch), and move the loader's batch sampler
+    to the epoch (see :class:`~mammoshare.gan.data.StreamBatchSampler`)."""
+
+    def __init__(self, seed: int, data_loader: Any = None):
+        self.seed = int(seed)
+        self.data_loader = data_loader
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        value = epoch_seed(self.seed, engine.state.epoch)
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
+        loader = self.data_loader if self.data_loader is not None else engine.data_loader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if hasattr(batch_sampler, "set_epoch"):
+            batch_sampler.set_epoch(engine.state.epoch)
+        generator = getattr(loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(value)
+        transform = getattr(getattr(loader, "dataset", None), "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=value)
+
+
 class TrainingCheckpointer:
     """Base of a generative bundle's checkpointer: everything a run keeps, under ``output_dir``.
 
     - ``last.pt`` at every ``EPOCH_COMPLETED``: :meth:`training_state` (networks, optimizers, with
-      :meth:`progress`: epoch, iteration, max_epochs, seed). For resuming only; never shared.
+      :meth:`progress`: epoch, iteration, max_epochs, seed, AMP loss scalers). For resuming only;
+      never shared.
     - ``model.pt`` at ``COMPLETED``: :meth:`model_weights` only, plain tensors (what is shared).
 
     Every file is written kill-safely (:func:`mammoshare.atomic.atomic_torch_save`). With ``resume``,
@@ -202,6 +239,8 @@ class TrainingCheckpointer:
     """
 
     MODEL_DESCRIPTION = "model weights"
+    #: the engine's AMP loss scalers (``torch.amp.GradScaler``) whose state ``last.pt`` keeps
+    SCALERS: tuple[str, ...] = ("scaler",)
 
     def __init__(self, output_dir: str | os.PathLike, resume: bool = False, seed: int | None = None):
         self.output_dir = Path(output_dir)
@@ -223,9 +262,26 @@ class TrainingCheckpointer:
         engine.add_event_handler(Events.COMPLETED, self.save_model)
 
     def progress(self, engine: Engine) -> dict[str, Any]:
-        """Where the run stands: ``{"epoch", "iteration", "max_epochs", "seed"}``."""
+        """Where the run stands: ``{"epoch", "iteration", "max_epochs", "seed", "scalers"}`` (the
+        state of each enabled AMP loss scaler of :data:`SCALERS`, so that a resumed fp16 run goes on
+        with the scale it had)."""
         state = engine.state
-        return {"epoch": state.epoch, "iteration": state.iteration, "max_epochs": state.max_epochs, "seed": self.seed}
+        return {"epoch": state.epoch, "iteration": state.iteration, "max_epochs": state.max_epochs, "seed": self.seed,
+                "scalers": {name: scaler.state_dict() for name, scaler in self._scalers(engine).items()}}
+
+    def _scalers(self, engine: Engine) -> dict[str, Any]:
+        scalers = {name: getattr(engine, name, None) for name in self.SCALERS}
+        return {name: s for name, s in scalers.items() if s is not None and s.is_enabled()}
+
+    def restore_scalers(self, state: dict[str, Any], engine: Engine) -> None:
+        saved, current = state.get("scalers") or {}, self._scalers(engine)
+        if set(saved) != set(current):
+            raise ValueError(
+                f"{self.last_path} was written by a run {'with' if saved else 'without'} float16 loss scaling, this run is "
+                f"{'with' if current else 'without'}: resume with the same --amp"
+            )
+        for name, scaler in current.items():
+            scaler.load_state_dict(saved[name])
 
     def training_state(self, engine: Engine) -> dict[str, Any]:
         """The content of ``last.pt``."""
@@ -267,6 +323,7 @@ class TrainingCheckpointer:
                 "resume with the same --seed"
             )
         self.restore(state, engine)
+        self.restore_scalers(state, engine)
         engine.state.epoch = int(state["epoch"])
         engine.state.iteration = int(state["iteration"])
         logger.info("resumed from %s at epoch %d of %d", self.last_path, engine.state.epoch, engine.state.max_epochs)

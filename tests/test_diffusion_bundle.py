@@ -28,7 +28,7 @@ from mammoshare.diffusion.conditioning import (
     training_scheduler,
 )
 from mammoshare.diffusion.inference import generate_diffusion_patches
-from mammoshare.gan.inference import DATALIST_NAME
+from mammoshare.datalist import SYNTHETIC_DATALIST
 from mammoshare.gan.weights import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_training_through_monai_bundle_from_a_foreign_directory(tmp_path):
     weights = torch.load(out / "model.pt", weights_only=True)
     assert set(weights) == set(tiny_unet().state_dict()) and all(isinstance(v, torch.Tensor) for v in weights.values())
     state = torch.load(out / "last.pt", weights_only=True)
-    assert {"network", "ema", "optimizer", "scaler", "epoch", "iteration", "seed"} <= set(state) and state["epoch"] == 1
+    assert {"network", "ema", "optimizer", "scalers", "epoch", "iteration", "seed"} <= set(state) and state["epoch"] == 1
     assert state["training_scheduler"] == "ddpm"
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert {p: p.stat().st_mtime_ns for p in (BUNDLE / "models").rglob("*")} == before
@@ -137,7 +137,7 @@ def _png_bytes(folder: Path) -> list[bytes]:
 def test_files_format_provenance_and_determinism(trained, tmp_path):
     out = _sample(tmp_path / "a", trained / "model.pt", seed=3)
     sha = hashlib.sha256((trained / "model.pt").read_bytes()).hexdigest()
-    assert sorted(p.name for p in out.iterdir()) == [f"synthetic_{i:05d}.png" for i in range(3)] + [DATALIST_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [f"synthetic_{i:05d}.png" for i in range(3)] + [SYNTHETIC_DATALIST]
     for i, path in enumerate(sorted(out.glob("*.png"))):
         raw = path.read_bytes()
         assert raw[:8] == b"\x89PNG\r\n\x1a\n" and (raw[24], raw[25]) == (8, 0)  # 8-bit greyscale
@@ -151,13 +151,13 @@ def test_files_format_provenance_and_determinism(trained, tmp_path):
         assert text["mammoshare:weights_file"] == "model.pt" and text["mammoshare:weights_sha256"] == sha
         assert (text["mammoshare:seed"], text["mammoshare:index"], text["mammoshare:task"]) == ("3", str(i), "mass")
         assert (text["mammoshare:lesion_type"], text["mammoshare:sampler"]) == ("mass", "ddim-2")
-    data = json.loads((out / DATALIST_NAME).read_text())
+    data = json.loads((out / SYNTHETIC_DATALIST).read_text())
     assert (data["dataset"], data["task"], data["seed"], data["batch_size"]) == ("synthetic", "mass", 3, 2)
     generator = data["generator"]
     assert (generator["family"], generator["sampler"], generator["num_inference_steps"]) == ("diffusion", "ddim", 2)
     assert generator["weights"] == [{"file": "model.pt", "sha256": sha, "layout": "ours", "samples": 3}]
     assert all(r["lesion_types"] == ["mass"] and r["label"] == 1 and r["box"] is None for r in data["training"])
-    assert len(load_datalist(out / DATALIST_NAME)["training"]) == 3
+    assert len(load_datalist(out / SYNTHETIC_DATALIST)["training"]) == 3
     images = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])
     assert images.std() > 0 and len({im.tobytes() for im in images}) == 3  # not blank, not all alike
 
@@ -171,12 +171,12 @@ def test_files_format_provenance_and_determinism(trained, tmp_path):
 def test_lesion_type_override_and_task_all(trained, tmp_path, cause_chain):
     calc = _sample(tmp_path / "calc", trained / "model.pt", task="all", lesion_type="calcification")
     anything = _sample(tmp_path / "any", trained / "model.pt", task="all")
-    data = json.loads((calc / DATALIST_NAME).read_text())
+    data = json.loads((calc / SYNTHETIC_DATALIST).read_text())
     assert data["task"] == "all" and data["generator"]["lesion_type"] == "calcification"
     assert all(r["lesion_types"] == ["calcification"] for r in data["training"])
     with Image.open(calc / "synthetic_00000.png") as image:
         assert image.text["mammoshare:lesion_type"] == "calcification"
-    data = json.loads((anything / DATALIST_NAME).read_text())
+    data = json.loads((anything / SYNTHETIC_DATALIST).read_text())
     assert data["generator"]["lesion_type"] == "any" and data["generator"]["class_label"] == ANY_LESION
     assert all(r["lesion_types"] == [] for r in data["training"])
     assert _png_bytes(calc) != _png_bytes(anything)  # the class embedding changes the samples
@@ -190,7 +190,7 @@ def test_rflow_training_and_sampling(datalists, tmp_path, cause_chain):
     run = _train(tmp_path / "run", datalists["mass"], max_epochs=1, scheduler="rflow")
     assert torch.load(run / "last.pt", weights_only=True)["training_scheduler"] == "rflow"
     out = _sample(tmp_path / "out", run / "model.pt", training_scheduler="rflow")
-    data = json.loads((out / DATALIST_NAME).read_text())
+    data = json.loads((out / SYNTHETIC_DATALIST).read_text())
     assert data["generator"]["sampler"] == "rflow" and len(list(out.glob("*.png"))) == 3
     with pytest.raises(Exception) as info:
         _sample(tmp_path / "mismatch", run / "model.pt", training_scheduler="rflow", sampler="ddim")

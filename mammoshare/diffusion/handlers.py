@@ -2,7 +2,7 @@
 
 The checkpointer and the previewer build on the shared
 :class:`~mammoshare.handlers.TrainingCheckpointer` and :class:`~mammoshare.handlers.GridPreviewer`;
-the GAN bundles' :class:`~mammoshare.gan.handlers.EpochSeeder` (per-epoch reseeding) and
+the GAN bundles' :class:`~mammoshare.handlers.EpochSeeder` (per-epoch reseeding) and
 :class:`~mammoshare.gan.handlers.NaNGuard` are reused as they are. With the network, its EMA copy,
 the optimizer and the AMP scaler restored from ``last.pt``, a resumed run is bitwise equal to an
 uninterrupted one on CPU.
@@ -33,7 +33,8 @@ class DiffusionCheckpointer(TrainingCheckpointer):
     """Everything a diffusion run keeps, under ``output_dir``.
 
     - ``last.pt`` at every epoch end: network, EMA network, optimizer, AMP scaler, epoch, iteration,
-      seed and training scheduler. For resuming only; never shared.
+      seed and training scheduler (the scaler and progress by the base class). For resuming only;
+      never shared.
     - ``model.pt`` when the run completes: the EMA weights only, plain tensors (what is shared).
 
     Every file is written to a temporary name and renamed. With ``resume``, ``last.pt`` is restored
@@ -56,17 +57,11 @@ class DiffusionCheckpointer(TrainingCheckpointer):
         self.network, self.ema_network, self.optimizer = network, ema_network, optimizer
         self.training_scheduler = training_scheduler
 
-    @staticmethod
-    def _scaler(engine: Engine):
-        return getattr(engine, "scaler", None)
-
     def training_state(self, engine: Engine) -> dict[str, Any]:
-        scaler = self._scaler(engine)
         return {
             "network": self.network.state_dict(),
             "ema": self.ema_network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
             **self.progress(engine),
             "training_scheduler": self.training_scheduler,
         }
@@ -83,9 +78,6 @@ class DiffusionCheckpointer(TrainingCheckpointer):
         self.network.load_state_dict(state["network"])
         self.ema_network.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        scaler = self._scaler(engine)
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
 
 
 class DiffusionPreviewer(GridPreviewer):

@@ -1,9 +1,8 @@
-"""Ignite handlers of the GAN bundles: per-epoch seeding, checkpoints and resume, sample previews,
-a NaN guard and a progress bar.
+"""Ignite handlers of the GAN bundles: checkpoints and resume, sample previews and a NaN guard.
 
-Reproducibility: :class:`EpochSeeder` reseeds every random source at the start of each epoch from
-(seed, epoch). Together with the networks and optimizers restored from ``last.pt``, a resumed run
-is then bitwise equal to an uninterrupted one on CPU.
+Reproducibility: :class:`mammoshare.handlers.EpochSeeder` reseeds every random source at the start
+of each epoch from (seed, epoch). Together with the networks and optimizers restored from
+``last.pt``, a resumed run is then bitwise equal to an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,9 @@ from .weights import decode_output
 
 __all__ = [
     "gan_losses",
-    "EpochSeeder",
     "GANCheckpointer",
     "SamplePreviewer",
     "NaNGuard",
-    "epoch_seed",
     "save_atomically",
 ]
 
@@ -47,44 +43,11 @@ def gan_losses(output: dict) -> dict[str, float]:
     return losses
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
-
-
 def save_atomically(obj: Any, path: str | os.PathLike) -> None:
     """torch.save kill-safely (:func:`mammoshare.atomic.atomic_torch_save`): a unique temporary
     file, fsynced with its folder, then renamed; a run killed at any moment leaves the previous
     complete file or the new one, and its ``.partial`` is removed by the next write."""
     atomic_torch_save(obj, path)
-
-
-class EpochSeeder:
-    """Reseed torch, numpy, ``random``, the data loader's generator and the dataset's random
-    transforms at every ``EPOCH_STARTED`` from (seed, epoch), and move the loader's batch sampler
-    to the epoch (see :class:`~mammoshare.gan.data.StreamBatchSampler`)."""
-
-    def __init__(self, seed: int, data_loader: Any = None):
-        self.seed = int(seed)
-        self.data_loader = data_loader
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        value = epoch_seed(self.seed, engine.state.epoch)
-        torch.manual_seed(value)
-        np.random.seed(value)
-        random.seed(value)
-        loader = self.data_loader if self.data_loader is not None else engine.data_loader
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        if hasattr(batch_sampler, "set_epoch"):
-            batch_sampler.set_epoch(engine.state.epoch)
-        generator = getattr(loader, "generator", None)
-        if generator is not None:
-            generator.manual_seed(value)
-        transform = getattr(getattr(loader, "dataset", None), "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=value)
 
 
 class GANCheckpointer(TrainingCheckpointer):
@@ -100,6 +63,7 @@ class GANCheckpointer(TrainingCheckpointer):
     """
 
     STATE_ATTRIBUTES = ("critic_updates", "generator_updates", "last_g_loss")
+    SCALERS = ("g_scaler", "d_scaler")
     MODEL_DESCRIPTION = "generator weights"
     generator_state = staticmethod(plain_weights)
 
