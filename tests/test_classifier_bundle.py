@@ -142,7 +142,8 @@ def test_best_checkpoint_by_validation_auprc(tmp_path):
     """The configured CheckpointSaver keeps the epoch with the best val_auprc of a scripted sequence."""
     parser = ConfigParser()
     parser.read_config(CONFIGS / "train.json")
-    saver_config = parser.get("validate")["base_handlers"][2]
+    assert "@validate#best_saver" in parser.get("validate")["base_handlers"]
+    saver_config = parser.get("validate")["best_saver"]
     assert saver_config["save_key_metric"] is True and saver_config["key_metric_filename"] == "model.pt"
     from monai.handlers import CheckpointSaver
 
@@ -259,6 +260,40 @@ def test_training_is_repeatable_with_a_seed(inbreast, tmp_path):
         finals.append(torch.load(tmp_path / name / "model_final.pt", weights_only=True))
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
     assert not all(torch.equal(finals[0][k], finals[2][k]) for k in finals[0])
+
+
+def test_resume_is_bitwise_equal_to_an_uninterrupted_run(inbreast, tmp_path, cause_chain):
+    """2 epochs straight, or 1 then --resume True to 2: the same final and best weights, the same
+    best validation (a resumed run keeps the best checkpoint's record)."""
+    datalist_path, _ = inbreast
+
+    def train(name, seed=5, **overrides):
+        bundle_run(config_file=str(CONFIGS / "train.json"), logging_file=False, datalist=str(datalist_path),
+                   output_dir=str(tmp_path / name), device="cpu", seed=seed, **overrides)
+        return tmp_path / name
+
+    straight = train("straight", max_epochs=2)
+    train("resumed", max_epochs=1)
+    resumed = train("resumed", max_epochs=2, resume=True)
+    for name in ("model_final.pt", "model.pt"):
+        a, b = (torch.load(run / name, weights_only=True) for run in (straight, resumed))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    counts = [read_training_counts(run) for run in (straight, resumed)]
+    assert counts[0]["best_validation"] == counts[1]["best_validation"]
+    assert counts[0]["epochs"] == counts[1]["epochs"] == 2 and counts[0]["weights_sha256"] == counts[1]["weights_sha256"]
+    last = torch.load(resumed / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and {"network", "optimizer", "validation", "best_saver"} <= set(last)
+    # a different seed trains differently: the comparison can fail
+    other = train("other", max_epochs=2, seed=6)
+    a, c = (torch.load(run / "model_final.pt", weights_only=True) for run in (straight, other))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    # resuming needs a last.pt; a folder with a finished run is refused without --resume or --overwrite
+    with pytest.raises(Exception) as info:
+        train("fresh", max_epochs=1, resume=True)
+    assert "no training state to resume from" in cause_chain(info.value)
+    with pytest.raises(Exception) as info:
+        train("straight", max_epochs=1)
+    assert "holds another run" in cause_chain(info.value)
 
 
 def test_metadata_and_config_conventions():

@@ -70,13 +70,18 @@ def test_wgangp_trains_on_two_processes(datalists, tmp_path):
     assert (out / "model.pt").is_file()
 
 
-def test_classifier_trains_on_two_processes(datalists, tmp_path):
+def test_classifier_trains_and_resumes_on_two_processes(datalists, tmp_path):
     out = tmp_path / "run"
-    log = _torchrun("classifier_inbreast", tmp_path, "--datalist", str(datalists["inbreast"]), "--output_dir", str(out),
-                    "--max_epochs", "1", "--device", "cpu")
+    common = ("--datalist", str(datalists["inbreast"]), "--output_dir", str(out), "--device", "cpu")
+    log = _torchrun("classifier_inbreast", tmp_path, *common, "--max_epochs", "1")
     assert log.count("saved final checkpoint") == 1  # checkpoints: process 0 only
     weights = torch.load(out / "model.pt", weights_only=True)
     assert set(weights) == set(PatchCNN().state_dict())
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    log = _torchrun("classifier_inbreast", tmp_path, *common, "--max_epochs", "2", "--resume", "True")
+    assert log.count("resumed from") == 2  # every process restores the same state
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and set(last["network"]) == set(PatchCNN().state_dict())  # the network unwrapped from DDP
 
 
 def test_stream_sampler_shards_one_stream_over_processes():

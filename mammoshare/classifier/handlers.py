@@ -4,6 +4,8 @@
   :func:`~mammoshare.classifier.report.write_evaluation` when the run completes.
 - :class:`PredictionsWriter`: collects outputs and calls
   :func:`~mammoshare.classifier.report.write_predictions_csv` (inference, labels not needed).
+- :class:`ClassifierCheckpointer`: ``last.pt`` for ``--resume`` (network, optimizer, the
+  validation's best and early stopping's state).
 - :class:`PositiveClassAUPRC`, :class:`PositiveClassAUROC`: MONAI's ``AveragePrecision`` / ``ROCAUC``
   handlers on P(positive class), for the validation key metric
   (``SupervisedEvaluator(key_val_metric={"val_auprc": PositiveClassAUPRC()})``).
@@ -29,6 +31,9 @@ from ignite.exceptions import NotComputableError
 from monai.handlers import AveragePrecision, ROCAUC
 
 from ..datalist import write_training_counts
+from ..distributed import is_main_process
+from ..handlers import TrainingCheckpointer
+from ..hashing import sha256_file
 from .metrics import METRIC_NAMES, as_pred_row, class_probabilities, label_value, positive_index
 from .report import write_evaluation, write_predictions_csv
 
@@ -40,6 +45,7 @@ __all__ = [
     "PositiveClassAUPRC",
     "PositiveClassAUROC",
     "BestValidationWriter",
+    "ClassifierCheckpointer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -329,3 +335,90 @@ class BestValidationWriter:
         best = {name: float(engine.state.best_metric), "epoch": epoch}
         write_training_counts(self.output_dir, {"best_validation": best}, update=True)
         self.written_epoch = epoch
+
+
+class ClassifierCheckpointer(TrainingCheckpointer):
+    """What a classifier run keeps to resume (``--resume True``), under ``output_dir``.
+
+    - ``last.pt`` at every epoch end, after that epoch's validation: the network, the optimizer, the
+      AMP loss scaler, epoch and iteration, the validation's best metric and its epoch, the best
+      checkpoint saver's record (so that a resumed run replaces ``model.pt`` only with a better
+      epoch) and early stopping's counter. For resuming only; never shared.
+    - ``model.pt`` stays the validation's best checkpoint (``best_saver`` writes it); at completion
+      only the run's length is added to its training counts.
+
+    In: the trainer's ``network`` and ``optimizer``, the validation ``evaluator``, its key-metric
+    ``best_saver`` (MONAI ``CheckpointSaver``) and ``early_stop`` (MONAI ``EarlyStopHandler``, or
+    None). With the per-epoch :class:`~mammoshare.handlers.EpochSeeder`, a resumed run is bitwise
+    equal to an uninterrupted one on CPU when every epoch is a whole pass over the training set (the
+    default ``--epoch_length None``; a shorter epoch continues the previous epoch's loader, which a
+    resumed run starts anew).
+    """
+
+    MODEL_DESCRIPTION = "the best checkpoint by validation"
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        evaluator: Engine,
+        best_saver: Any = None,
+        early_stop: Any = None,
+        resume: bool = False,
+        seed: int | None = None,
+    ):
+        super().__init__(output_dir, resume=resume, seed=seed)
+        self.network, self.optimizer, self.evaluator = network, optimizer, evaluator
+        self.best_saver, self.early_stop = best_saver, early_stop
+
+    def _key_metric_checkpoint(self):
+        return getattr(self.best_saver, "_key_metric_checkpoint", None)
+
+    def _early_stopping(self):
+        return getattr(self.early_stop, "_handler", None)
+
+    def training_state(self, engine: Engine) -> dict[str, Any]:
+        network = getattr(self.network, "module", self.network)  # DDP: the wrapped network
+        validation = self.evaluator.state
+        saver, stopping = self._key_metric_checkpoint(), self._early_stopping()
+        return {
+            "network": network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **self.progress(engine),
+            "validation": {"best_metric": float(validation.best_metric), "best_metric_epoch": int(validation.best_metric_epoch)},
+            # plain floats and strings: last.pt is read back with weights_only=True
+            "best_saver": {key: [(float(p), str(f)) for p, f in items] for key, items in saver.state_dict().items()}
+            if saver is not None else None,
+            "early_stop": {k: v.item() if hasattr(v, "item") else v for k, v in stopping.state_dict().items()}
+            if stopping is not None else None,
+        }
+
+    def restore(self, state: dict[str, Any], engine: Engine) -> None:
+        network = getattr(self.network, "module", self.network)
+        try:
+            network.load_state_dict(state["network"])
+        except RuntimeError as e:
+            raise ValueError(f"{self.last_path} holds another network than this run's (--classifier must be that of the run): "
+                             f"{str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        best, epoch = state["validation"]["best_metric"], state["validation"]["best_metric_epoch"]
+        self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = best, epoch
+        name = getattr(self.evaluator.state, "key_metric_name", None)
+        # the training counts were written anew when this run started (by process 0 of several)
+        if name is not None and epoch >= 0 and is_main_process():
+            write_training_counts(self.output_dir, {"best_validation": {name: float(best), "epoch": int(epoch)}}, update=True)
+        saver, stopping = self._key_metric_checkpoint(), self._early_stopping()
+        if saver is not None and state.get("best_saver") is not None:
+            saver.load_state_dict(state["best_saver"])
+        if stopping is not None and state.get("early_stop") is not None:
+            stopping.load_state_dict(state["early_stop"])
+
+    def model_weights(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError("the classifier's model.pt is the validation's best checkpoint")
+
+    def save_model(self, engine: Engine) -> None:
+        fields = {"epochs": int(engine.state.epoch), "iterations": int(engine.state.iteration)}
+        if self.model_path.is_file():
+            fields.update(weights_file=self.model_path.name, weights_sha256=sha256_file(self.model_path))
+        write_training_counts(self.output_dir, fields, update=True)
