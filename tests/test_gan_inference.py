@@ -16,9 +16,8 @@ import torch
 from PIL import Image
 
 from mammoshare.data import patch_dataset
-from mammoshare.datalist import load_datalist
+from mammoshare.datalist import SYNTHETIC_DATALIST, load_datalist
 from mammoshare.gan.inference import (
-    DATALIST_NAME,
     MissingWeightsError,
     generate_synthetic_patches,
     safe_name,
@@ -115,8 +114,8 @@ def test_files_format_and_provenance(tmp_path):
     save_ours(weights)
     datalist_path = generate(tmp_path, num_samples=7, seed=1, checkpoint=weights, batch_size=3)
     out = tmp_path / "out"
-    assert datalist_path == out / DATALIST_NAME
-    assert sorted(p.name for p in out.iterdir()) == [f"synthetic_{i:05d}.png" for i in range(7)] + [DATALIST_NAME]
+    assert datalist_path == out / SYNTHETIC_DATALIST
+    assert sorted(p.name for p in out.iterdir()) == [f"synthetic_{i:05d}.png" for i in range(7)] + [SYNTHETIC_DATALIST]
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     for i, path in enumerate(pngs(out)):
         raw = path.read_bytes()
@@ -302,7 +301,7 @@ def test_bundle_run_from_another_directory(tmp_path, bundle):
         _bundle_run(bundle, work, "--num_samples", "5", "--output_dir", "synthetic", "--snapshot_dir", str(tmp_path / "snapshots"), "--task", "all")
         out = work / "synthetic"
         assert sorted(p.name for p in work.iterdir()) == ["synthetic"]
-    data = load_datalist(out / DATALIST_NAME)
+    data = load_datalist(out / SYNTHETIC_DATALIST)
     assert data["generator"]["name"] == metadata["name"] and data["generator"]["version"] == metadata["version"]
     assert len(pngs(out)) == len(data["training"]) and len(list(out.iterdir())) == len(data["training"]) + 1
     if bundle == "wgangp_bcdr":

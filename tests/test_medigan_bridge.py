@@ -32,7 +32,8 @@ from mammoshare.exchange.medigan import importer as bridge
 from mammoshare.exchange.medigan.exporter import export_medigan_package
 from mammoshare.exchange.medigan.importer import import_medigan_package
 from mammoshare.exchange.medigan.models import OFFLINE_ENV, MediganPackageError, normalise_model_id
-from mammoshare.gan.inference import DATALIST_NAME, MissingWeightsError, generate_synthetic_patches
+from mammoshare.datalist import SYNTHETIC_DATALIST
+from mammoshare.gan.inference import MissingWeightsError, generate_synthetic_patches
 from mammoshare.gan.weights import load_generator_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,7 +243,7 @@ def test_imported_00002_bundle_runs_with_monai_from_another_directory(packages, 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     expected = reference_images(packages["nets"]["00002"], latents(3, 200, seed=4), "tanh")
     assert np.array_equal(pngs(tmp_path / "out"), expected)
-    datalist = json.loads((tmp_path / "out" / DATALIST_NAME).read_text())
+    datalist = json.loads((tmp_path / "out" / SYNTHETIC_DATALIST).read_text())
     assert datalist["generator"]["name"] == "dcgan_optimam"
     assert datalist["generator"]["weights"][0]["decoding"] == "tanh"
 

@@ -36,7 +36,7 @@ from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from mammoshare import __version__
-from mammoshare.datalist import TASKS, make_record, trained_on_phantom, write_datalist
+from mammoshare.datalist import SYNTHETIC_DATALIST, TASKS, make_record, trained_on_phantom, write_datalist
 from mammoshare.gan.weights import (
     DECODINGS,
     GeneratorWeights,
@@ -58,12 +58,10 @@ __all__ = [
     "sampling_counts",
     "weights_file",
     "batch_progress",
-    "DATALIST_NAME",
     "PATCH_SIZE",
 ]
 
 #: the datalist file written beside the PNG files
-DATALIST_NAME = "synthetic_datalist.json"
 #: the size of the generated patches (the canonical patch size)
 PATCH_SIZE = 128
 
@@ -313,7 +311,7 @@ class _PNGWriter:
 
 class SyntheticPatchWriter:
     """Writes synthetic lesion patches into an empty or new folder: one 8-bit greyscale PNG per image,
-    with the provenance text chunks, and at the end one datalist JSON (:data:`DATALIST_NAME`).
+    with the provenance text chunks, and at the end one datalist JSON (:data:`~mammoshare.datalist.SYNTHETIC_DATALIST`).
 
     Used as a context manager: when the block raises, every file written so far (and the folder,
     when the writer created it) is removed, so that nothing half-made is left behind. Every kind of
@@ -428,7 +426,7 @@ class SyntheticPatchWriter:
         self._png.drain()  # every PNG is on disk before the datalist names it
         datalist = {"dataset": "synthetic", "task": self.task, "phantom": self.phantom, "seed": self.seed, **fields}
         datalist.update({"training": self.records, "validation": [], "test": []})
-        out = self.output_dir / DATALIST_NAME
+        out = self.output_dir / SYNTHETIC_DATALIST
         self.written.append(out)
         return write_datalist(datalist, out)
 
