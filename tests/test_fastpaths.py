@@ -144,3 +144,34 @@ def test_png_writer_threads_write_the_same_files(tmp_path):
     names = sorted(p.name for p in (tmp_path / "threads").glob("*.png"))
     assert len(names) == 10
     assert all((tmp_path / "threads" / n).read_bytes() == (tmp_path / "inline" / n).read_bytes() for n in names)
+
+
+def test_last_pt_keeps_the_loss_scalers_and_a_resume_must_keep_amp(tmp_path):
+    """An fp16 run's GradScaler state (its scale) survives a resume; a resume that switches the
+    loss scaling on or off is refused."""
+    from mammoshare.handlers import TrainingCheckpointer
+
+    class Checkpointer(TrainingCheckpointer):
+        SCALERS = ("g_scaler", "d_scaler")
+
+        def training_state(self, engine):
+            return self.progress(engine)
+
+        def restore(self, state, engine):
+            pass
+
+    def engine_with(scale):
+        engine = Engine(lambda e, b: None)
+        engine.state.epoch, engine.state.iteration, engine.state.max_epochs = 3, 30, 5
+        if scale is not None:
+            engine.g_scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+            engine.d_scaler = torch.amp.GradScaler("cpu", init_scale=scale / 2)
+        return engine
+
+    Checkpointer(tmp_path, seed=1).save_epoch(engine_with(1024.0))
+    resumed = engine_with(2.0)
+    Checkpointer(tmp_path, resume=True, seed=1).load_last(resumed)
+    assert resumed.g_scaler.get_scale() == 1024.0 and resumed.d_scaler.get_scale() == 512.0
+    assert (resumed.state.epoch, resumed.state.iteration) == (3, 30)
+    with pytest.raises(ValueError, match="resume with the same --amp"):
+        Checkpointer(tmp_path, resume=True, seed=1).load_last(engine_with(None))
