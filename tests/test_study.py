@@ -30,7 +30,7 @@ from mammoshare.study.tables import (
 )
 
 REDUCED = dict(preset="demo", tasks=["mass"], classifiers=["cnn"], fractions=[1.0], seeds=1, device="cpu",
-               only=["none", "wgangp", "optimam", "real_bcdr"], progress=False)
+               only=["none", "wgangp", "optimam", "real_bcdr", "ddpm"], progress=False)
 OUTPUT_FILES = ["table1_all_lesions.md", "table1_all_lesions.csv", "table2_masses.md", "table2_masses.csv",
                 "runs.json", "report.md", "deltas_vs_none.png", "paired_comparison.md", "paired_comparison.csv"]
 
@@ -58,7 +58,7 @@ def test_reduced_demo_writes_tables_runs_and_plot(demo_study):
         assert (out / name).stat().st_size > 0, name
     cells = _cells(out)
     assert len(cells) == len(ROWS) * 2 * 2 * 2 * 1  # the whole matrix is listed, run or not
-    for row in ("none", "wgangp", "real_bcdr"):
+    for row in ("none", "wgangp", "real_bcdr", "ddpm"):
         cell = cells[("mass", "cnn", 1.0, row, 0)]
         assert cell["status"] == "done", cell
         assert set(cell["metrics"]) == {"accuracy", "f1", "auroc", "auprc"}
@@ -71,6 +71,7 @@ def test_reduced_demo_writes_tables_runs_and_plot(demo_study):
     sources = lambda row: set(cells[("mass", "cnn", 1.0, row, 0)]["training_counts"]["lesion"])  # noqa: E731
     assert sources("none") == {"inbreast"}
     assert sources("wgangp") == {"inbreast", "wgangp_bcdr"}
+    assert sources("ddpm") == {"inbreast", "ddpm_bcdr"}  # the diffusion row: trained and sampled as the GANs
     assert sources("real_bcdr") == {"inbreast", "bcdr"}
     optimam = cells[("mass", "cnn", 1.0, "optimam", 0)]
     if optimam["status"] == "done":  # the dcgan_optimam bundle loaded the demo's OPTIMAM-layout generator

@@ -10,7 +10,8 @@ from .presets import CLASSIFIERS, FRACTIONS, PRESETS, ROW_KEYS, TASKS
 __all__ = ["add_study_parser", "options_from_args", "cmd_study"]
 
 EPILOG = """\
-rows (--only): none wgangp dcgan optimam both_a both_b real_bcdr.
+rows (--only): none wgangp dcgan optimam both_a both_b real_bcdr ddpm both_c (the last two beyond
+the paper: centre B's diffusion model ddpm_bcdr, alone and with OPTIMAM).
 Sources: centre A (--centre-a, INbreast or CBIS-DDSM) trains and tests the classifiers; centre B
 (--bcdr: GANs trained per task; or --bcdr-generators mass=DCGAN.pt,WGAN.pt all=DCGAN.pt,WGAN.pt);
 centre C (--optimam-generator: medigan 00002 malign_mass_gen or MALIGN_DCGAN.zip). A row whose

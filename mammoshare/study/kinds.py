@@ -81,8 +81,7 @@ def run_gan(spec: dict, folder: Path, study_dir: Path, resume: bool) -> dict[str
         spec,
         output_dir=str(folder / "run"),
         subsets=list(config.get("subsets", ("training", "validation", "test"))),
-        **{key: settings[key] for key in ("max_epochs", "ngf", "ndf", "batch_size", "snapshot_start", "snapshot_every",
-                                          "preview_every")},
+        **settings,  # the preset's train.json overrides of this generator (GanSettings / DiffusionSettings)
         resume=bool(resume),
     )
     run_bundle(Path(inputs["config_file"]), overrides, required=tuple(overrides))

@@ -2,7 +2,8 @@
 
 The matrix (the paper's Tables 1 and 2): augmentation row x training data fraction x task x
 classifier x seed. A row names the synthetic sources whose patches are added (``wgangp``, ``dcgan``:
-centre B's BCDR generators, ``optimam``: centre C's medigan 00002 DCGAN) or the real BCDR lesions.
+centre B's BCDR GANs, ``ddpm``: centre B's BCDR diffusion model, beyond the paper; ``optimam``:
+centre C's medigan 00002 DCGAN) or the real BCDR lesions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "FRACTIONS",
     "GENERATORS",
     "GanSettings",
+    "DiffusionSettings",
     "ClassifierSettings",
     "AuditSettings",
     "Preset",
@@ -49,6 +51,9 @@ ROWS: tuple[Row, ...] = (
     Row("both_a", "Both (a): WGAN-GP + OPTIMAM", ("wgangp", "optimam")),
     Row("both_b", "Both (b): DCGAN + OPTIMAM", ("dcgan", "optimam")),
     Row("real_bcdr", "Real BCDR", (), True),
+    # beyond the paper: a diffusion model of centre B, alone and with OPTIMAM
+    Row("ddpm", "BCDR DDPM", ("ddpm",)),
+    Row("both_c", "Both (c): DDPM + OPTIMAM", ("ddpm", "optimam")),
 )
 ROW_KEYS = tuple(r.key for r in ROWS)
 
@@ -67,6 +72,7 @@ GENERATORS = {
     "wgangp": ("B", "wgangp_bcdr", "BCDR WGAN-GP"),
     "dcgan": ("B", "dcgan_bcdr", "BCDR DCGAN"),
     "optimam": ("C", "dcgan_optimam", "OPTIMAM DCGAN (medigan 00002)"),
+    "ddpm": ("B", "ddpm_bcdr", "BCDR DDPM"),
 }
 
 
@@ -78,6 +84,7 @@ def row_by_key(key: str) -> Row:
         "bcdr_wgan_gp": "wgangp", "wgan_gp": "wgangp", "bcdr_wgangp": "wgangp",
         "bcdr_dcgan": "dcgan", "optimam_dcgan": "optimam",
         "both__a": "both_a", "botha": "both_a", "both__b": "both_b", "bothb": "both_b",
+        "both__c": "both_c", "bothc": "both_c", "bcdr_ddpm": "ddpm", "diffusion": "ddpm",
         "real": "real_bcdr", "realbcdr": "real_bcdr", "real_bcdr": "real_bcdr",
     }
     norm = aliases.get(norm, norm)
@@ -102,6 +109,53 @@ class GanSettings:
     snapshot_start: int = 500
     snapshot_every: int = 50
     preview_every: int = 50
+
+    def train_overrides(self, task: str) -> dict[str, Any]:
+        """The overrides of the bundle's ``train.json`` for ``task``."""
+        return {**asdict(self), "max_epochs": self.max_epochs[task]}
+
+    def sampling_network(self) -> dict[str, Any]:
+        """The overrides of the bundle's ``inference.json`` that rebuild the trained network."""
+        return {"ngf": self.ngf, "latent_size": 100}
+
+    def describe(self) -> str:
+        return (f"epochs {self.max_epochs}, ngf {self.ngf}, ndf {self.ndf}, batch {self.batch_size}, snapshots from epoch "
+                f"{self.snapshot_start} every {self.snapshot_every}")
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """Training and sampling settings of the diffusion bundle (``ddpm_bcdr``): overrides of its
+    ``train.json`` and ``inference.json`` (the UNet's geometry must be the same in both)."""
+
+    max_epochs: dict[str, int]  # per task
+    batch_size: int = 8
+    channels: tuple[int, ...] = (64, 128, 128)
+    attention_levels: tuple[bool, ...] = (False, True, True)
+    num_head_channels: int = 128
+    norm_num_groups: int = 32
+    num_train_timesteps: int = 1000
+    num_inference_steps: int = 50  # DDIM steps when sampling
+    preview_every: int = 5
+    preview_steps: int = 50
+    preview_per_class: int = 8
+
+    def _network(self) -> dict[str, Any]:
+        return {"channels": list(self.channels), "attention_levels": list(self.attention_levels),
+                "num_head_channels": self.num_head_channels, "norm_num_groups": self.norm_num_groups,
+                "num_train_timesteps": self.num_train_timesteps}
+
+    def train_overrides(self, task: str) -> dict[str, Any]:
+        return {**self._network(), "max_epochs": self.max_epochs[task], "batch_size": self.batch_size,
+                "preview_every": self.preview_every, "preview_steps": self.preview_steps,
+                "preview_per_class": self.preview_per_class}
+
+    def sampling_network(self) -> dict[str, Any]:
+        return {**self._network(), "num_inference_steps": self.num_inference_steps}
+
+    def describe(self) -> str:
+        return (f"epochs {self.max_epochs}, UNet channels {list(self.channels)}, batch {self.batch_size}, "
+                f"{self.num_train_timesteps} DDPM steps, sampled with DDIM-{self.num_inference_steps}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +188,7 @@ class Preset:
     #: phantom data for centres A and B when no dataset is given (demo only)
     phantom_default: bool
     seeds: int
-    gans: dict[str, GanSettings]
+    gans: dict[str, GanSettings | DiffusionSettings]  # the generators centre B trains
     classifiers: dict[str, ClassifierSettings]
     #: synthetic lesion patches added per cell, in equal shares per source (the paper: 1200)
     synthetic_count: int = 1200
@@ -165,6 +219,7 @@ class Preset:
 PAPER = Preset(
     name="paper",
     description="the paper's settings: GANs 3000 (DCGAN) / 10000 masses, 2700 all lesions (WGAN-GP) epochs, "
+    "the DDPM beyond the paper (75 epochs, DDIM-50), "
     "1200 synthetic patches, 1148/500 real BCDR lesions, 100 classifier epochs, 3 seeds, 1000 bootstrap resamples, audits of 2000 samples per generator (self-supervised encoder features)",
     phantom_default=False,
     seeds=3,
@@ -172,23 +227,30 @@ PAPER = Preset(
         "dcgan": GanSettings(max_epochs={"all": 3000, "mass": 3000}),
         # the study samples WGAN-GP's last weights: snapshots every 1000th epoch only, for inspection
         "wgangp": GanSettings(max_epochs={"all": 2700, "mass": 10000}, snapshot_every=1000),
+        # beyond the paper: the bundle's defaults (MONAI's mednist_ddpm), the EMA weights sampled with DDIM-50
+        "ddpm": DiffusionSettings(max_epochs={"all": 75, "mass": 75}),
     },
     classifiers={"cnn": ClassifierSettings(100), "swin": ClassifierSettings(100)},
 )
 
 DEMO = Preset(
     name="demo",
-    description="a smoke run of the whole matrix on phantom data: tiny GANs (ngf = ndf = 8, 6 epochs), 40 "
+    description="a smoke run of the whole matrix on phantom data: tiny GANs (ngf = ndf = 8, 6 epochs), a tiny DDPM "
+    "(UNet channels 8, 20 steps, 2 epochs, DDIM-2 sampling), 40 "
     "synthetic patches, CNN 2 epochs of at most 8 batches, Swin-T 1 epoch of 1 batch of 4, 1 seed (--seeds 2 shows the spread), 100 bootstrap "
     "resamples; audits of 64 samples per generator in pixel features",
     phantom_default=True,
-    # one seed: 56 classifier cells keep the demo under 15 minutes on 2 CPU cores
+    # one seed: 72 classifier cells keep the demo under 15 minutes on 2 CPU cores
     seeds=1,
     gans={
         "dcgan": GanSettings(max_epochs={"all": 6, "mass": 6}, ngf=8, ndf=8, batch_size=8, snapshot_start=4,
                              snapshot_every=1, preview_every=6),
         "wgangp": GanSettings(max_epochs={"all": 6, "mass": 6}, ngf=8, ndf=8, batch_size=8, snapshot_start=4,
                               snapshot_every=1, preview_every=6),
+        "ddpm": DiffusionSettings(max_epochs={"all": 2, "mass": 2}, batch_size=16, channels=(8, 8, 8, 8),
+                                  attention_levels=(False, False, False, False), num_head_channels=8, norm_num_groups=8,
+                                  num_train_timesteps=20, num_inference_steps=2, preview_every=2, preview_steps=2,
+                                  preview_per_class=2),
     },
     # epochs of a fixed length: the time per cell does not grow with the training set (one patch per
     # calcification ROI makes the all-lesion set about three times larger than per cluster)

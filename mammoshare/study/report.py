@@ -487,12 +487,10 @@ def _report(plan, options, records, cells, tables_md, paired_md, env, stage_seco
         lines += [f"- {note}"]
     gan_lines = []
     for generator, settings in preset.gans.items():
-        gan_lines.append(f"{GENERATORS[generator][2]}: epochs {settings.max_epochs}, ngf {settings.ngf}, ndf "
-                         f"{settings.ndf}, batch {settings.batch_size}, snapshots from epoch {settings.snapshot_start} "
-                         f"every {settings.snapshot_every}")
-    lines += ["- GANs (when trained by the study): " + "; ".join(gan_lines)
+        gan_lines.append(f"{GENERATORS[generator][2]}: {settings.describe()}")
+    lines += ["- generators of centre B (when trained by the study): " + "; ".join(gan_lines)
               + ". The DCGAN's synthetic set spreads its samples over all kept snapshots (the paper's scheme); "
-              "the WGAN-GP's comes from its last weights."]
+              "the WGAN-GP's comes from its last weights, the DDPM's from its EMA weights (beyond the paper)."]
     clf = "; ".join(
         f"{CLASSIFIERS[k]}: at most {v.max_epochs} epoch{'s' if v.max_epochs != 1 else ''}"
         + (f" of {v.epoch_length} batch{'es' if v.epoch_length != 1 else ''}" if v.epoch_length else "")

@@ -48,7 +48,7 @@ PHASES = ("datalist", "gan", "synthetic", "audit", "cell")
 
 
 #: the bundles a study needs in its bundles folder
-STUDY_BUNDLES = ("classifier_inbreast", "dcgan_bcdr", "wgangp_bcdr")
+STUDY_BUNDLES = ("classifier_inbreast", "dcgan_bcdr", "wgangp_bcdr", "ddpm_bcdr")
 
 
 def _holds_bundles(folder: Path) -> bool:
@@ -178,6 +178,7 @@ def _source_reason(row: Row, task: str, inputs: StudyInputs) -> str | None:
                 reasons.append(inputs.optimam_reason)
         elif inputs.bcdr_root is None and generator not in inputs.generator_files.get(task, {}):
             reason = (
+                f"no BCDR data (--bcdr DIR) to train the {GENERATORS[generator][2]} on" if generator == "ddpm" else
                 f"no BCDR data (--bcdr DIR) and no BCDR generator files for the task {task!r} "
                 f"(--bcdr-generators {task}=DCGAN_FILE,WGANGP_FILE)"
             )
@@ -286,7 +287,7 @@ def plan_study(options: StudyOptions) -> Plan:
             "dir": f"stages/gans/{generator}_{task}",
             "config": {"generator": generator, "bundle": bundle, "task": task, "seed": preset.gan_seed,
                        "subsets": list(preset.gan_subsets),
-                       "settings": {**asdict(settings), "max_epochs": settings.max_epochs[task]},
+                       "settings": settings.train_overrides(task),
                        "bundle_config_sha256": _config_sha(gan_config_file)},
             "inputs": {"config_file": str(gan_config_file), "datalist": str(stage_dir(study_dir, source) / DATALIST_FILE)},
             "runtime": runtime,
@@ -300,7 +301,7 @@ def plan_study(options: StudyOptions) -> Plan:
             "kind": "synthetic",
             "label": f"synthetic set of the {label} trained for the task {task}",
             "dir": f"stages/synthetic/{generator}_{task}",
-            "config": {**common, "source": "trained", "network": {"ngf": settings.ngf, "latent_size": 100},
+            "config": {**common, "source": "trained", "network": settings.sampling_network(),
                        "use_snapshots": generator == "dcgan"},
             "inputs": {"config_file": str(config_file), "gan_dir": str(stage_dir(study_dir, gan))},
             "runtime": runtime,
@@ -322,7 +323,7 @@ def plan_study(options: StudyOptions) -> Plan:
             "dir": f"stages/audits/{generator}_{task}",
             "config": {"generator": generator, "bundle": bundle, "task": task, "num_samples": a.num_samples,
                        "seed": preset.synthetic_seed, "features": a.features, "msssim_pairs": a.msssim_pairs,
-                       "encoder_steps": a.encoder_steps, "network": {"ngf": settings.ngf, "latent_size": 100},
+                       "encoder_steps": a.encoder_steps, "network": settings.sampling_network(),
                        "use_snapshots": generator == "dcgan", "skip_bad": bool(options.skip_bad),
                        "train": {"datalist": "centre B (BCDR)", "subsets": list(preset.gan_subsets), "labels": "lesion"},
                        "holdout": {"datalist": f"centre A ({options.centre_a_format})",
