@@ -274,6 +274,10 @@ def test_pack_refuses_a_training_record_of_other_weights_and_says_when_none(tmp_
     counts.write_text(json.dumps({k: v for k, v in record.items() if k != "weights_sha256"}))
     with pytest.raises(PackError, match="a training run that did not complete"):
         pack_bundle(bundle, tmp_path / "a.zip", no_audit=True)
+    counts.write_text(json.dumps({**record, "patches": "18", "datalist": "x" * 500}))
+    with pytest.raises(PackError, match=r"training_counts.json: not a training record") as info:
+        pack_bundle(bundle, tmp_path / "a.zip", no_audit=True)
+    assert "patches: str, not int" in str(info.value) and "datalist: not a short printable text" in str(info.value)
     counts.unlink()
     pack_bundle(bundle, tmp_path / "a.zip", sign_key=keys["sender_key"], no_audit=True)
     assert json.loads(entries(tmp_path / "a.zip")[MANIFEST])["training"]["recorded"] is False

@@ -419,7 +419,12 @@ def training_record(bundle: Path, weights_path: Path, weights_sha256: str) -> di
     missing = [k for k in TRAINING_FIELDS if k not in counts]
     if missing:
         raise PackError(f"{name}: lacks {missing} (written by an older version?); train again, or remove it to share the generator with its training unrecorded")
-    return {"recorded": True, **{k: counts[k] for k in TRAINING_FIELDS}}
+    record = {"recorded": True, **{k: counts[k] for k in TRAINING_FIELDS}}
+    problems = training_record_problems(record)
+    if problems:
+        raise PackError(f"{name}: not a training record the bundles write ({'; '.join(problems[:5])}); train again, or remove it "
+                        "to share the generator with its training unrecorded")
+    return record
 
 
 _TRAINING_HEADING = b"\n## Training record\n"
