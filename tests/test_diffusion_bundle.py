@@ -155,7 +155,7 @@ def test_files_format_provenance_and_determinism(trained, tmp_path):
     assert (data["dataset"], data["task"], data["seed"], data["batch_size"]) == ("synthetic", "mass", 3, 2)
     generator = data["generator"]
     assert (generator["family"], generator["sampler"], generator["num_inference_steps"]) == ("diffusion", "ddim", 2)
-    assert generator["weights"] == [{"file": "model.pt", "sha256": sha, "layout": "ours", "samples": 3}]
+    assert generator["weights"] == [{"file": "model.pt", "sha256": sha, "layout": "diffusion", "samples": 3}]
     assert all(r["lesion_types"] == ["mass"] and r["label"] == 1 and r["box"] is None for r in data["training"])
     assert len(load_datalist(out / SYNTHETIC_DATALIST)["training"]) == 3
     images = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])
@@ -204,7 +204,7 @@ def test_bad_weights_and_output_folder(trained, tmp_path):
     with pytest.raises(WeightsError, match="weights of another UNet than the configured one"):
         generate_diffusion_patches(wider, output_dir=tmp_path / "w", checkpoint=trained / "model.pt", **common)
     (tmp_path / "junk.pt").write_bytes(b"not torch")
-    with pytest.raises(WeightsError, match="junk.pt: cannot be loaded as plain tensors"):
+    with pytest.raises(WeightsError, match="junk.pt: not a readable torch checkpoint.*a diffusion bundle takes its models/model.pt"):
         generate_diffusion_patches(tiny_unet(), output_dir=tmp_path / "j", checkpoint=tmp_path / "junk.pt", **common)
     with pytest.raises(FileNotFoundError, match="no diffusion model weights.*configs/train.json"):
         generate_diffusion_patches(tiny_unet(), output_dir=tmp_path / "m", default_checkpoint=tmp_path / "models" / "model.pt", **common)

@@ -25,43 +25,39 @@ from ..gan.inference import (
     sampling_counts,
     weights_file,
 )
-from ..gan.weights import WeightsError, decode_output, load_into
+from ..gan.weights import GeneratorWeights, WeightsError, decode_output, load_generator_weights, load_into
 from ..datalist import trained_on_phantom
-from ..hashing import sha256_file
 from .conditioning import ClassConditionedDiffusionInferer, class_index, sampling_scheduler
 
-__all__ = ["DiffusionWeights", "load_diffusion_weights", "generate_diffusion_patches"]
+__all__ = ["load_diffusion_weights", "generate_diffusion_patches"]
 
 
-class DiffusionWeights:
-    """The UNet weights of a file: ``state_dict``, ``layout`` ("ours": ``model.pt``, the EMA
-    weights; "last": the ``ema`` entry of a training state ``last.pt``), ``sha256``, ``path``."""
+def load_diffusion_weights(path: str | os.PathLike) -> GeneratorWeights:
+    """The UNet weights of a file, read by the restricted loader of the generators
+    (:func:`~mammoshare.gan.weights.load_generator_weights`: nothing but tensors is unpickled):
+    layout ``diffusion`` (``model.pt``, the EMA weights), ``diffusion-last`` (the ``ema`` entry of a
+    training state ``last.pt``) or ``safetensors`` (an unpacked archive's ``model.safetensors``).
 
-    def __init__(self, state_dict: dict[str, torch.Tensor], layout: str, path: Path, sha256: str):
-        self.state_dict, self.layout, self.path, self.sha256 = state_dict, layout, path, sha256
-
-
-def load_diffusion_weights(path: str | os.PathLike) -> DiffusionWeights:
-    """Load diffusion UNet weights with ``weights_only=True``; anything else raises :class:`WeightsError`."""
+    Raises:
+        MissingWeightsError: no such file.
+        WeightsError: anything but a diffusion UNet's tensors.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"{path}: weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # refused pickle, truncated file, not a torch file
-        raise WeightsError(f"{path}: cannot be loaded as plain tensors with weights_only=True ({type(e).__name__}: {e})") from e
-    layout = "ours"
-    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict):
-        obj, layout = obj["ema"], "last"
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        weights = load_generator_weights(path)
+    except WeightsError as e:
+        raise WeightsError(f"{e}; a diffusion bundle takes its models/model.pt (EMA weights), a last.pt or a model.safetensors") from None
+    if weights.family != "diffusion_unet":
         raise WeightsError(
-            f"{path}: not diffusion UNet weights: expected a state_dict of DiffusionModelUNet (the bundle's model.pt) "
-            "or a training state last.pt with an 'ema' entry"
+            f"{path}: the weights of a {weights.family} generator ({weights.layout} layout), not of a diffusion UNet: "
+            "sample them with a GAN bundle's inference.json"
         )
-    return DiffusionWeights(dict(obj), layout, path, sha256_file(path))
+    return weights
 
 
-def _load_into(network: torch.nn.Module, weights: DiffusionWeights) -> None:
+def _load_into(network: torch.nn.Module, weights: GeneratorWeights) -> None:
     """Load the weights into the UNet; another architecture raises :class:`WeightsError` naming the
     options that must match training (the key and shape check is the generators' ``load_into``)."""
     try:

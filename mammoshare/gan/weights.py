@@ -62,6 +62,8 @@ __all__ = [
     "LIMITS",
     "GeneratorFamily",
     "DCGANFamily",
+    "DiffusionUNetFamily",
+    "DIFFUSION_SAMPLERS",
     "FAMILIES",
     "register_family",
     "GeneratorSpec",
@@ -99,7 +101,8 @@ __all__ = [
 
 DECODINGS = ("tanh", "clip01")
 #: how each layout's generator output is decoded to [0, 1]
-LAYOUT_DECODINGS = {"ours": "tanh", "last": "tanh", "safetensors": "tanh", "medigan": "clip01", "medigan-00002": "tanh"}
+LAYOUT_DECODINGS = {"ours": "tanh", "last": "tanh", "safetensors": "tanh", "medigan": "clip01", "medigan-00002": "tanh",
+                    "diffusion": "tanh", "diffusion-last": "tanh"}
 SPEC_FORMAT = "mammoshare-generator"
 SPEC_VERSION = 1
 #: names and versions written into the pinned config: letters, digits and . _ + - only
@@ -211,6 +214,12 @@ class GeneratorFamily:
 
     def parameter_count(self, parameters: dict) -> int:
         return sum(math.prod(shape) for shape in self.tensor_shapes(parameters).values())
+
+    def trial_output(self, network: nn.Module, parameters: dict) -> torch.Tensor:
+        """One forward pass on a zero input of :meth:`latent_shape` (batch 1): what verify and
+        pack check the shape and finiteness of."""
+        with torch.no_grad():
+            return network(torch.zeros(1, *self.latent_shape(parameters)))
 
 
 class DCGANFamily(GeneratorFamily):
@@ -361,6 +370,153 @@ class DCGANFamily(GeneratorFamily):
         return layers
 
 
+#: what each diffusion sampler needs the model to be trained with
+DIFFUSION_SAMPLERS = {"ddim": "ddpm", "ddpm": "ddpm", "rflow": "rflow"}
+#: the ``DiffusionModelUNet`` arguments the diffusion family declares (the others keep MONAI's defaults)
+_UNET_ARGUMENTS = ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups", "num_class_embeds")
+
+
+class DiffusionUNetFamily(GeneratorFamily):
+    """A denoising diffusion model: MONAI's 2D ``DiffusionModelUNet`` (one channel in and out), the
+    noise schedule it was trained with and its default sampler.
+
+    Parameters: ``image_size`` [8, 1024] (a side, divisible by ``2 ** (len(channels) - 1)``);
+    ``channels`` 1 to 6 integers in [4, 2048], each divisible by ``norm_num_groups`` [1, 256];
+    ``attention_levels`` one boolean per level; ``num_res_blocks`` [1, 8]; ``num_head_channels``
+    [1, 2048], dividing the channels of every attention level; ``num_class_embeds`` null or
+    [1, 64] with ``class_names`` (one safe name per class index, e.g. mass, calcification, other,
+    any); ``training_scheduler`` ``ddpm`` (linear betas, noise prediction) or ``rflow`` (velocity);
+    ``num_train_timesteps`` [1, 10000]; ``sampler`` (``ddim`` or ``ddpm`` for ``ddpm`` training,
+    ``rflow`` for ``rflow``) and ``num_inference_steps`` [1, ``num_train_timesteps``]: the default
+    sampling. Built from MONAI's class only; nothing of the archive is code."""
+
+    name = "diffusion_unet"
+    template = "diffusion_inference.json"
+    template_sha256 = "4488de89d0a67d412071be865c4d59466966cae212c9928d2c888d59c6c5aec7"
+    max_parameters = 200_000_000
+    KEYS = frozenset({"image_size", *_UNET_ARGUMENTS, "class_names", "training_scheduler", "num_train_timesteps", "sampler",
+                      "num_inference_steps"})
+
+    def check_parameters(self, parameters: Any, where: str) -> dict:
+        if not isinstance(parameters, dict):
+            raise WeightsError(f"{where}: the parameters must be a JSON object")
+        unknown = sorted(set(map(str, parameters)) - self.KEYS)
+        missing = sorted(self.KEYS - set(parameters))
+        if unknown or missing:
+            raise WeightsError(
+                f"{where}: diffusion_unet parameters {'unknown ' + str(unknown) if unknown else ''}"
+                f"{' and ' if unknown and missing else ''}{'missing ' + str(missing) if missing else ''}; "
+                f"expected exactly {sorted(self.KEYS)}"
+            )
+        channels, levels = parameters["channels"], parameters["attention_levels"]
+        if not isinstance(channels, list) or not 1 <= len(channels) <= 6:
+            raise WeightsError(f"{where}: channels must be a list of 1 to 6 integers, got {str(channels)[:80]}")
+        if not isinstance(levels, list) or len(levels) != len(channels) or not all(isinstance(a, bool) for a in levels):
+            raise WeightsError(f"{where}: attention_levels must be {len(channels)} booleans (one per channel level), got {str(levels)[:80]}")
+        out: dict[str, Any] = {
+            "channels": [_int_in(c, 4, 2048, f"{where}: channels[{i}]") for i, c in enumerate(channels)],
+            "attention_levels": list(levels),
+            "num_res_blocks": _int_in(parameters["num_res_blocks"], 1, 8, f"{where}: num_res_blocks"),
+            "num_head_channels": _int_in(parameters["num_head_channels"], 1, 2048, f"{where}: num_head_channels"),
+            "norm_num_groups": _int_in(parameters["norm_num_groups"], 1, 256, f"{where}: norm_num_groups"),
+            "image_size": _int_in(parameters["image_size"], 8, 1024, f"{where}: image_size"),
+        }
+        bad = [c for c in out["channels"] if c % out["norm_num_groups"]]
+        if bad:
+            raise WeightsError(f"{where}: channels {bad} are not divisible by norm_num_groups {out['norm_num_groups']}")
+        bad = [c for c, a in zip(out["channels"], levels) if a and c % out["num_head_channels"]]
+        if bad:
+            raise WeightsError(f"{where}: attention-level channels {bad} are not divisible by num_head_channels {out['num_head_channels']}")
+        if out["image_size"] % 2 ** (len(channels) - 1):
+            raise WeightsError(f"{where}: image_size {out['image_size']} is not divisible by 2 ** {len(channels) - 1} (the UNet's downsamplings)")
+        embeds, names = parameters["num_class_embeds"], parameters["class_names"]
+        if embeds is None:
+            if names is not None:
+                raise WeightsError(f"{where}: class_names given without num_class_embeds (null expected)")
+            out["num_class_embeds"], out["class_names"] = None, None
+        else:
+            out["num_class_embeds"] = _int_in(embeds, 1, 64, f"{where}: num_class_embeds")
+            if (not isinstance(names, list) or len(names) != out["num_class_embeds"] or len(set(map(str, names))) != len(names)
+                    or not all(isinstance(n, str) and SAFE_NAME.fullmatch(n) for n in names)):
+                raise WeightsError(f"{where}: class_names must be {out['num_class_embeds']} different names (letters, digits, . _ + -), "
+                                   f"one per class index, got {str(names)[:80]}")
+            out["class_names"] = list(names)
+        trained, sampler = parameters["training_scheduler"], parameters["sampler"]
+        if trained not in ("ddpm", "rflow"):
+            raise WeightsError(f"{where}: training_scheduler {str(trained)[:20]!r} is not 'ddpm' or 'rflow'")
+        if DIFFUSION_SAMPLERS.get(sampler) != trained:
+            raise WeightsError(f"{where}: sampler {str(sampler)[:20]!r} does not sample a model trained with {trained!r} "
+                               f"(use {[s for s, t in DIFFUSION_SAMPLERS.items() if t == trained]})")
+        out["training_scheduler"], out["sampler"] = trained, sampler
+        out["num_train_timesteps"] = _int_in(parameters["num_train_timesteps"], 1, 10000, f"{where}: num_train_timesteps")
+        out["num_inference_steps"] = _int_in(parameters["num_inference_steps"], 1, out["num_train_timesteps"], f"{where}: num_inference_steps")
+        count = self.parameter_count(out)
+        if count > self.max_parameters:
+            raise WeightsError(f"{where}: {count:,} parameters, more than the {self.max_parameters:,} accepted for a shared generator")
+        return out
+
+    def image_size(self, parameters: dict) -> list[int]:
+        return [parameters["image_size"]] * 2
+
+    def channels(self, parameters: dict) -> int:
+        return 1
+
+    def latent_shape(self, parameters: dict) -> list[int]:
+        return [1, *self.image_size(parameters)]
+
+    def unet_arguments(self, parameters: dict) -> dict:
+        """The ``monai.networks.nets.DiffusionModelUNet`` keyword arguments."""
+        return {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, **{k: parameters[k] for k in _UNET_ARGUMENTS}}
+
+    def build(self, parameters: dict) -> nn.Module:
+        from monai.networks.nets import DiffusionModelUNet
+
+        return DiffusionModelUNet(**self.unet_arguments(parameters))
+
+    def tensor_shapes(self, parameters: dict) -> dict[str, tuple[int, ...]]:
+        try:
+            with torch.device("meta"):  # shapes only: nothing is allocated
+                network = self.build(parameters)
+        except (ValueError, TypeError, AssertionError) as e:
+            raise WeightsError(f"MONAI's DiffusionModelUNet refuses these parameters: {e}") from None
+        return {k: tuple(v.shape) for k, v in network.state_dict().items()}
+
+    def layers(self, parameters: dict) -> list[dict]:
+        raise WeightsError("a diffusion UNet is not a layer list; build it with DiffusionUNetFamily.build")
+
+    def recognise(self, shapes: dict[str, tuple[int, ...]], hints: dict, where: str) -> dict:
+        """``hints["parameters"]``: the UNet and scheduler settings of the bundle's config (shapes
+        alone cannot tell attention heads or the schedule); the shapes must be exactly theirs."""
+        parameters = self.check_parameters(hints.get("parameters"), where)
+        expected = self.tensor_shapes(parameters)
+        problems = [f"{k}: file {shapes[k]}, UNet {v}" for k, v in expected.items() if k in shapes and shapes[k] != v]
+        missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+        if problems or missing or unexpected:
+            details = (["shape mismatch " + "; ".join(problems[:3])] if problems else []) + (
+                [f"missing {missing[:4]}"] if missing else []) + ([f"unexpected {unexpected[:4]}"] if unexpected else [])
+            raise WeightsError(
+                f"{where}: not the weights of the configured UNet (channels {parameters['channels']}, attention "
+                f"{parameters['attention_levels']}, {parameters['num_res_blocks']} res blocks, class embeddings "
+                f"{parameters['num_class_embeds']}): {'; '.join(details)}"
+            )
+        return parameters
+
+    def template_values(self, parameters: dict) -> dict[str, Any]:
+        return {
+            "network_parameters": self.unet_arguments(parameters),
+            "class_names": parameters["class_names"],
+            "training_scheduler": parameters["training_scheduler"],
+            "num_train_timesteps": parameters["num_train_timesteps"],
+            "sampler": parameters["sampler"],
+            "num_inference_steps": parameters["num_inference_steps"],
+        }
+
+    def trial_output(self, network: nn.Module, parameters: dict) -> torch.Tensor:
+        labels = None if parameters["num_class_embeds"] is None else torch.tensor([parameters["num_class_embeds"] - 1])
+        with torch.no_grad():
+            return network(torch.zeros(1, *self.latent_shape(parameters)), timesteps=torch.tensor([0]), class_labels=labels)
+
+
 #: the known families, by name
 FAMILIES: dict[str, GeneratorFamily] = {}
 
@@ -379,6 +535,7 @@ def register_family(family: GeneratorFamily) -> GeneratorFamily:
 
 
 register_family(DCGANFamily())
+register_family(DiffusionUNetFamily())
 
 
 # --- generator.json ---------------------------------------------------------------------------
@@ -764,6 +921,11 @@ def _is_tensor_dict(obj) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def _is_diffusion_unet(obj) -> bool:
+    """A ``state_dict`` of MONAI's ``DiffusionModelUNet`` (its input convolution and timestep embedding)."""
+    return _is_tensor_dict(obj) and "conv_in.conv.weight" in obj and "time_embed.0.weight" in obj
+
+
 def describe_checkpoint(obj) -> str:
     """What a loaded checkpoint is, in a few words, for error messages (its first keys)."""
     if isinstance(obj, dict):
@@ -796,14 +958,24 @@ def convert_layout(obj: Any, where: str) -> tuple[str, dict[str, torch.Tensor], 
             facts["training_state"] = sorted(k for k in obj if k != "generator")
     elif _is_tensor_dict(obj) and all(k.startswith("model.") for k in obj):
         layout, state = "medigan-00002", _fill_batch_counts({k[len("model."):]: v for k, v in obj.items()})
+    elif isinstance(obj, dict) and _is_diffusion_unet(obj.get("ema")):
+        layout, state = "diffusion-last", dict(obj["ema"])
+        facts["training_state"] = sorted(str(k) for k in obj if k != "ema")
+    elif _is_diffusion_unet(obj):
+        layout, state = "diffusion", obj
     else:
         layout, state = "ours", obj
-    if not _is_tensor_dict(state) or not all(re.fullmatch(r"\d+\.[A-Za-z_]+", k) for k in state):
+    if layout.startswith("diffusion"):
+        facts["family"] = "diffusion_unet"
+        bad_keys = [k for k in state if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+){1,12}", k)]
+        if bad_keys:
+            raise WeightsError(f"{where}: keys {bad_keys[:4]} are not those of a MONAI DiffusionModelUNet state_dict")
+    elif not _is_tensor_dict(state) or not all(re.fullmatch(r"\d+\.[A-Za-z_]+", k) for k in state):
         raise WeightsError(
             f"{where}: not a generator checkpoint: found {describe_checkpoint(state)}; expected a state_dict of the DCGAN "
             "generator (keys like '0.weight'), our last.pt, a medigan 00005/00006 checkpoint ('generator' "
-            "entry with 'main.N.*' keys) or its zip, or the medigan 00002 weights malign_mass_gen ('model.N.*' "
-            "keys) or its zip MALIGN_DCGAN.zip"
+            "entry with 'main.N.*' keys) or its zip, the medigan 00002 weights malign_mass_gen ('model.N.*' "
+            "keys) or its zip MALIGN_DCGAN.zip, or a diffusion UNet's model.pt / last.pt"
         )
     bad = [k for k, v in state.items() if v.layout != torch.strided or v.is_quantized or v.device.type != "cpu"]
     if bad:
@@ -851,11 +1023,21 @@ def read_package_entry(path: Path, name: str, limits: Limits = LIMITS) -> bytes:
 @dataclass
 class GeneratorWeights:
     state_dict: dict[str, torch.Tensor]
-    layout: str  # "safetensors", "ours", "last", "medigan" or "medigan-00002"
+    layout: str  # "safetensors", "ours", "last", "medigan", "medigan-00002", "diffusion" or "diffusion-last"
     decoding: str  # "tanh": (out + 1) / 2; "clip01": clip(out, 0, 1)
     path: str
     sha256: str
     facts: dict = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """The generator family the tensors are of: ``dcgan`` or ``diffusion_unet``."""
+        return self.facts.get("family", "dcgan")
+
+    @property
+    def training_state(self) -> bool:
+        """A training state (``last.pt``): resumable, never shared."""
+        return self.layout in ("last", "diffusion-last")
 
 
 def load_generator_weights(path: str | os.PathLike, limits: Limits = LIMITS) -> GeneratorWeights:
