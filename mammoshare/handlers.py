@@ -304,10 +304,15 @@ class TrainingCheckpointer:
         the subclass's update counters)."""
         return {"epochs": int(engine.state.epoch), "iterations": int(engine.state.iteration)}
 
+    def model_facts(self) -> dict[str, Any]:
+        """What the weights cannot tell of themselves and a receiver needs (e.g. a diffusion
+        model's noise schedule), added to the training record; none by default."""
+        return {}
+
     def save_model(self, engine: Engine) -> None:
         atomic_torch_save(self.model_weights(), self.model_path)
         # the training record names the weights it describes: pack refuses a record of other weights
-        write_training_counts(self.output_dir, {**self.run_length(engine), "weights_file": self.model_path.name,
+        write_training_counts(self.output_dir, {**self.run_length(engine), **self.model_facts(), "weights_file": self.model_path.name,
                                                 "weights_sha256": sha256_file(self.model_path)}, update=True)
         logger.info("%s: %s (epoch %d)", self.MODEL_DESCRIPTION, self.model_path.resolve(), engine.state.epoch)
 

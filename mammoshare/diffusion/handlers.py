@@ -52,10 +52,19 @@ class DiffusionCheckpointer(TrainingCheckpointer):
         resume: bool = False,
         seed: int | None = None,
         training_scheduler: str = "ddpm",
+        num_train_timesteps: int = 1000,
     ):
         super().__init__(output_dir, resume=resume, seed=seed)
         self.network, self.ema_network, self.optimizer = network, ema_network, optimizer
-        self.training_scheduler = training_scheduler
+        self.training_scheduler, self.num_train_timesteps = training_scheduler, int(num_train_timesteps)
+
+    def run_length(self, engine: Engine) -> dict[str, int]:
+        """Every iteration is one optimizer step of the UNet: its generator updates."""
+        return {**super().run_length(engine), "generator_updates": int(engine.state.iteration)}
+
+    def model_facts(self) -> dict[str, Any]:
+        """The noise schedule the weights were trained with: ``pack`` declares it to the receiver."""
+        return {"diffusion": {"training_scheduler": self.training_scheduler, "num_train_timesteps": self.num_train_timesteps}}
 
     def training_state(self, engine: Engine) -> dict[str, Any]:
         return {

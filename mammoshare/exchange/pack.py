@@ -67,6 +67,8 @@ from .policy import (
     check_data_format,
     check_metadata,
     datalist_patient_ids,
+    diffusion_bundle_parameters,
+    is_diffusion_config,
     find_patient_ids,
     metadata_expression_problems,
     scan_texts_of,
@@ -121,6 +123,29 @@ def _check_against_settings(parameters: dict, settings: dict, name: str) -> None
         raise PackError(f"{name}: the weights do not match the bundle's inference.json: " + "; ".join(problems))
 
 
+def _spec_of_bundle(bundle: Path, state: dict, metadata: dict, model_path: Path, model_sha256: str):
+    """The generator description of a bundle without ``configs/generator.json``, from its own
+    ``inference.json`` (read as JSON) and the tensor shapes: a DCGAN's geometry is read from the
+    shapes and cross-checked with the config; a diffusion UNet's settings are the config's (its
+    schedule the one the training run recorded) and the shapes must be exactly theirs."""
+    from mammoshare.gan.weights import FAMILIES, GeneratorSpec, recognise_generator
+
+    config = _read_json(bundle / INFERENCE, INFERENCE)
+    where = f"models/{model_path.name}"
+    if is_diffusion_config(config):
+        counts_path = bundle / "models" / TRAINING_COUNTS_FILE
+        counts = _read_json(counts_path, f"models/{TRAINING_COUNTS_FILE}") if counts_path.is_file() else {}
+        trained = counts.get("diffusion") if counts.get("weights_sha256") == model_sha256 else None
+        parameters = diffusion_bundle_parameters(config, trained if isinstance(trained, dict) else None)
+        shapes = {k: tuple(int(n) for n in v.shape) for k, v in state.items()}
+        family = FAMILIES["diffusion_unet"]
+        return GeneratorSpec(family.name, family.recognise(shapes, {"parameters": parameters}, where), "tanh")
+    settings = bundle_generator_settings(config, metadata)
+    spec = recognise_generator(state, where, leaky_slope=settings["leaky_slope"], decoding=settings["decoding"])
+    _check_against_settings(spec.parameters, settings, where)
+    return spec
+
+
 def _weights_file(bundle: Path, stem: Path) -> Path:
     candidates = [p for p in (stem.with_suffix(".safetensors"), stem.with_suffix(".pt")) if p.is_file()]
     if not candidates:
@@ -137,9 +162,10 @@ def _generator_tensors(path: Path, name: str) -> dict:
         weights = load_generator_weights(path)
     except WeightsError as e:
         raise PackError(str(e).replace(str(path), name, 1)) from None
-    if weights.layout == "last":
+    if weights.training_state:
+        held = "the training network and optimizer" if weights.family == "diffusion_unet" else "discriminator/critic or optimizer"
         raise PackError(
-            f"{name}: holds training state that must not be shared (discriminator/critic or optimizer: "
+            f"{name}: holds training state that must not be shared ({held}: "
             f"{weights.facts.get('training_state', [])[:6]}); only the generator's tensors may be packed (model.pt, snapshots, never last.pt)"
         )
     if weights.layout.startswith("medigan"):
@@ -187,7 +213,6 @@ def pack_bundle(
     Raises:
         PackError: naming the file and the reason; nothing is written then.
     """
-    import torch
 
     from mammoshare.gan.weights import (
         WeightsError,
@@ -196,7 +221,6 @@ def pack_bundle(
         check_tensors_against,
         pinned_inference,
         read_generator_spec,
-        recognise_generator,
         safetensors_bytes,
     )
 
@@ -238,16 +262,13 @@ def pack_bundle(
             check_tensors_against({k: TensorInfo("I64" if k.endswith("num_batches_tracked") else "F32", tuple(v.shape), 0, 0)
                                    for k, v in state.items()}, spec, f"models/{model_path.name}")
         else:
-            settings = bundle_generator_settings(_read_json(bundle / INFERENCE, INFERENCE), metadata)
-            spec = recognise_generator(state, f"models/{model_path.name}", leaky_slope=settings["leaky_slope"], decoding=settings["decoding"])
-            _check_against_settings(spec.parameters, settings, f"models/{model_path.name}")
+            spec = _spec_of_bundle(bundle, state, metadata, model_path, model_sha256)
         network = build_generator(spec)
         network.load_state_dict(state, strict=True)
     except (WeightsError, RuntimeError) as e:
         raise PackError(str(e).splitlines()[0]) from None
     check_data_format(spec, metadata)
-    with torch.no_grad():
-        made = network(torch.zeros(1, *spec.latent_shape))
+    made = spec.family_impl.trial_output(network, spec.parameters)
     if list(made.shape[1:]) != [spec.channels, *spec.image_size]:
         raise PackError(f"models/{model_path.name}: the generator makes {list(made.shape[1:])}, not {[spec.channels, *spec.image_size]}")
     del network, made
@@ -349,7 +370,7 @@ def pack_bundle(
 
 #: why pack leaves a file of a bundle folder out, by its path (first match; folders end in "/")
 _LEFT_OUT_REASONS = (
-    ("models/last.pt", "training state with the discriminator/critic and optimizers: never shared"),
+    ("models/last.pt", "training state (the training networks and optimizers): never shared"),
     (f"models/{TRAINING_COUNTS_FILE}", "recorded in the signed manifest's training record instead"),
     (INFERENCE, "replaced by the pinned config regenerated from the generator's description"),
     ("configs/logging.conf", "the receiver's unpack writes its own"),

@@ -137,6 +137,54 @@ def _literal(config: dict, value: Any, what: str, seen: tuple = ()) -> Any:
     return value
 
 
+#: the network_def of a diffusion bundle's own inference.json
+_DIFFUSION_UNET = "monai.networks.nets.DiffusionModelUNet"
+
+
+def diffusion_bundle_parameters(config: dict, trained: dict | None = None, name: str = INFERENCE) -> dict:
+    """The ``diffusion_unet`` parameters a diffusion bundle's own ``inference.json`` states (read as
+    JSON, never evaluated): its ``network_def`` (a ``DiffusionModelUNet`` of one channel in and out,
+    with literal or ``@``-referenced literal arguments) and ``num_inference_steps``; the schedule
+    (``training_scheduler``, ``num_train_timesteps``) from ``trained`` (what the training run
+    recorded) when given, else from the config. Unchecked: the family checks them."""
+    from mammoshare.diffusion.conditioning import LESION_CLASSES
+
+    network_def = config.get("network_def")
+    if not isinstance(network_def, dict) or network_def.get("_target_") != _DIFFUSION_UNET:
+        raise PackError(f"{name}: network_def is not {_DIFFUSION_UNET}")
+    fixed = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1}
+    arguments = {k: _literal(config, v, f"{name}: network_def#{k}") for k, v in network_def.items() if k != "_target_"}
+    wrong = {k: arguments.get(k) for k, v in fixed.items() if arguments.get(k) != v}
+    if wrong:
+        raise PackError(f"{name}: network_def {wrong} : a 2D UNet of one channel in and out is expected ({fixed})")
+    unet = {k: v for k, v in arguments.items() if k not in fixed}
+    trained = trained or {}
+    schedule = {k: trained[k] if k in trained else _literal(config, config.get(k), f"{name}: {k}")
+                for k in ("training_scheduler", "num_train_timesteps")}
+    embeds = unet.get("num_class_embeds")
+    if embeds is not None and embeds != len(LESION_CLASSES):
+        raise PackError(f"{name}: num_class_embeds {embeds}: the bundles' class embedding has the {len(LESION_CLASSES)} "
+                        f"lesion classes {list(LESION_CLASSES)}")
+    steps = _literal(config, config.get("num_inference_steps", 50), f"{name}: num_inference_steps")
+    if isinstance(steps, int) and isinstance(schedule["num_train_timesteps"], int):
+        steps = min(steps, schedule["num_train_timesteps"])  # a short schedule (tests, demos) samples every step
+    return {
+        **unet,
+        "num_class_embeds": embeds,
+        "class_names": list(LESION_CLASSES) if embeds is not None else None,
+        "image_size": 128,
+        **schedule,
+        "sampler": "rflow" if schedule["training_scheduler"] == "rflow" else "ddim",
+        "num_inference_steps": steps,
+    }
+
+
+def is_diffusion_config(config: dict) -> bool:
+    """Whether a bundle's own inference.json builds a diffusion UNet."""
+    network_def = config.get("network_def")
+    return isinstance(network_def, dict) and network_def.get("_target_") == _DIFFUSION_UNET
+
+
 def bundle_generator_settings(config: dict, metadata: dict, name: str = INFERENCE) -> dict:
     """What a bundle's own ``inference.json`` says about its generator, read as JSON (never
     evaluated): ``network_def`` must be ``mammoshare.networks.DCGANGenerator`` with literal (or

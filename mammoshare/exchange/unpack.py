@@ -81,6 +81,9 @@ def unpack_bundle(
         failed = ", ".join(c.name for c in report.failures(trust=trust))
         hint = " (--trust would let the config through, nothing else)" if report.failures() and not report.failures(trust=True) else ""
         raise UnpackError(f"{archive}: refused, nothing was written: failed checks: {failed}{hint}", report)
+    if torchscript and report.spec.family != "dcgan":
+        raise UnpackError(f"{archive}: --torchscript exports DCGAN generators only; a {report.spec.family} generator is sampled "
+                          "with its pinned configs/inference.json (unpack without --torchscript); nothing was written", report)
     use_senders_config = trust and not report.passed(trust=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = partial_name(out)

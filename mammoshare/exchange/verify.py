@@ -484,8 +484,7 @@ def _check_weights(report: VerifyReport, src, names: set, spec) -> None:
             del state
             if name != MODEL:
                 continue  # a snapshot has the model's shapes (checked above): one run of the network is enough
-            with torch.no_grad():
-                made = network(torch.zeros(1, *spec.latent_shape))
+            made = spec.family_impl.trial_output(network, spec.parameters)
             if list(made.shape[1:]) != [spec.channels, *spec.image_size]:
                 problems.append(f"{name}: makes {list(made.shape[1:])}, not {[spec.channels, *spec.image_size]}")
             elif not torch.isfinite(made).all():
