@@ -21,7 +21,7 @@ from mammoshare.gan.weights import DECODINGS, WeightsError, load_generator_weigh
 from mammoshare.hashing import sha256_file
 
 from .models import IMAGE_SIZE, MediganPackageError
-from .templates import render_package_init
+from .templates import DIFFUSION_PACKAGE_INIT, PACKAGE_INIT, render_package_init
 
 __all__ = ["export_medigan_package"]
 
@@ -39,17 +39,38 @@ def _bundle_config(bundle_dir: Path, config: str = "inference.json"):
     return parser
 
 
+def _diffusion_spec(config: dict, weights, where: str):
+    """The ``diffusion_unet`` description of a diffusion bundle's own weights: its inference.json's
+    UNet and sampling settings, the noise schedule its training run recorded, the tensor shapes."""
+    from mammoshare.datalist import TRAINING_COUNTS_FILE
+    from mammoshare.exchange.layout import PackError
+    from mammoshare.exchange.policy import diffusion_bundle_parameters
+    from mammoshare.gan.weights import FAMILIES, GeneratorSpec
+
+    counts_path = Path(weights.path).parent / TRAINING_COUNTS_FILE
+    try:
+        counts = json.loads(counts_path.read_text()) if counts_path.is_file() else {}
+        trained = counts.get("diffusion") if counts.get("weights_sha256") == weights.sha256 else None
+        parameters = diffusion_bundle_parameters(config, trained if isinstance(trained, dict) else None, where)
+    except (PackError, ValueError, AttributeError) as e:
+        raise MediganPackageError(f"{where}: {e}") from None
+    shapes = {k: tuple(int(n) for n in v.shape) for k, v in weights.state_dict.items()}
+    family = FAMILIES["diffusion_unet"]
+    return GeneratorSpec(family.name, family.recognise(shapes, {"parameters": parameters}, str(weights.path)), "tanh")
+
+
 def _default_model_id(name: str, version: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", f"mammoshare_{name}_v{version}").strip("_")
 
 
-def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dict, latent_size: int, decoding: str,
-                   privacy_preservation: str | None = None) -> dict:
+def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dict, latent_size: int | None, decoding: str,
+                   privacy_preservation: str | None = None, spec=None) -> dict:
     origin = meta.get("origin") or {}
     name, version = meta.get("name", model_id), meta.get("version", "")
-    gan_type = "WGAN-GP" if "wgan" in name.lower() else "DCGAN"
+    diffusion = spec is not None and spec.family == "diffusion_unet"
+    gan_type = "DDPM" if diffusion else "WGAN-GP" if "wgan" in name.lower() else "DCGAN"
     today = datetime.date.today()
-    return {
+    entry = {
         "execution": {
             "package_name": model_id,
             "package_link": str(package_link),
@@ -106,6 +127,24 @@ def _medigan_entry(model_id: str, model_name: str, package_link: Path, meta: dic
             ).strip(),
         },
     }
+    if diffusion:  # noise of the image's shape, the lesion type and the sampling steps as inputs
+        p = spec.parameters
+        entry["execution"]["dependencies"].append("monai")
+        entry["execution"]["generate_method"]["args"]["custom"].update(
+            {"lesion_type": None, "num_inference_steps": p["num_inference_steps"], "batch_size": 64})
+        entry["execution"]["generate_method"]["input_latent_vector_size"] = None
+        entry["selection"]["function"] = ["noise to image", "image generation", "data augmentation"] + (
+            ["conditional generation"] if p["class_names"] else ["unconditional generation"])
+        entry["selection"]["condition"] = list(p["class_names"] or [])
+        entry["selection"]["tags"].append("diffusion")
+        entry["description"]["inputs"] = [
+            "seed: default=None, help=seeds the initial noise (torch.Generator().manual_seed(seed)); None uses torch's global random state",
+            "device: default=cpu, help=where the UNet runs",
+            f"lesion_type: default=mass, help=one of {p['class_names']}" if p["class_names"] else "lesion_type: ignored (no class embedding)",
+            f"num_inference_steps: default={p['num_inference_steps']}, help={p['sampler']} sampling steps (1 to {p['num_train_timesteps']})",
+            "batch_size: default=64, help=samples per UNet call",
+        ]
+    return entry
 
 
 def _privacy_preservation(audit, weights_file: Path) -> str:
@@ -192,16 +231,29 @@ def export_medigan_package(
     if decoding not in DECODINGS:
         raise MediganPackageError(f"{where}: unknown decoding {decoding!r}")
     try:
-        spec = recognise_network(network, where, decoding)
+        if weights.family == "diffusion_unet":
+            spec = _diffusion_spec(config, weights, where)
+        else:
+            spec = recognise_network(network, where, decoding)
     except WeightsError as e:
         raise MediganPackageError(f"{e}; it cannot be exported to a medigan package") from None
-    layers = spec.family_impl.layers(spec.parameters)
-    latent_size = spec.latent_shape[0]
     network.eval()
-    with torch.no_grad():
-        shape = tuple(network(torch.zeros(1, latent_size, 1, 1)).shape)
+    shape = tuple(spec.family_impl.trial_output(network, spec.parameters).shape)
     if shape != (1, 1, IMAGE_SIZE, IMAGE_SIZE):
         raise MediganPackageError(f"{where}: the generator makes {shape[1:]} images; (1, 128, 128) expected")
+    if spec.family == "diffusion_unet":
+        p = spec.parameters
+        template = DIFFUSION_PACKAGE_INIT
+        values = {"NAME": name, "VERSION": version, "DECODING": decoding, "IMAGE_SIZE": p["image_size"],
+                  "NETWORK": spec.family_impl.unet_arguments(p), "CLASS_NAMES": p["class_names"],
+                  "TRAINING_SCHEDULER": p["training_scheduler"], "NUM_TRAIN_TIMESTEPS": p["num_train_timesteps"],
+                  "SAMPLER": p["sampler"], "NUM_INFERENCE_STEPS": p["num_inference_steps"]}
+        latent_size = None
+    else:
+        template = PACKAGE_INIT
+        latent_size = spec.latent_shape[0]
+        values = {"NAME": name, "VERSION": version, "LATENT_SIZE": latent_size, "DECODING": decoding,
+                  "LAYERS": spec.family_impl.layers(spec.parameters)}
 
     package_dir, zip_path, config_path = out_dir / model_id, out_dir / f"{model_id}.zip", out_dir / "global.json"
     existing = [str(p) for p in (package_dir, zip_path) if p.exists()]
@@ -219,9 +271,7 @@ def export_medigan_package(
     try:
         package_dir.mkdir(parents=True)
         torch.save({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}, package_dir / f"{model_name}.pt")
-        (package_dir / "__init__.py").write_text(
-            render_package_init({"NAME": name, "VERSION": version, "LATENT_SIZE": latent_size, "DECODING": decoding, "LAYERS": layers})
-        )
+        (package_dir / "__init__.py").write_text(render_package_init(values, template))
         for src, dst in ((bundle_dir / "docs" / "README.md", "README.md"), (bundle_dir / "LICENSE", "LICENSE"), (meta_path, "metadata.json")):
             if src.is_file():
                 shutil.copyfile(src, package_dir / dst)
@@ -229,7 +279,7 @@ def export_medigan_package(
             for path in sorted(package_dir.rglob("*")):
                 if path.is_file():
                     archive.write(path, f"{model_id}/{path.relative_to(package_dir).as_posix()}")
-        entries[model_id] = _medigan_entry(model_id, model_name, zip_path.absolute(), meta, latent_size, decoding, privacy)
+        entries[model_id] = _medigan_entry(model_id, model_name, zip_path.absolute(), meta, latent_size, decoding, privacy, spec)
         tmp = config_path.with_name(config_path.name + ".part")
         tmp.write_text(json.dumps(entries, indent=4) + "\n")
         os.replace(tmp, config_path)
