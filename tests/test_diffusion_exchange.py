@@ -146,6 +146,13 @@ def test_pinned_sampling_without_the_project_gives_the_projects_pixels(archive, 
     datalist = json.loads((out / "synthetic_datalist.json").read_text())
     assert datalist["generator"]["family"] == "diffusion" and datalist["generator"]["class_label"] == 1
     assert [r["lesion_types"] for r in datalist["training"]] == [["calcification"]] * 5
+    # the ancestral sampler draws its noise from the seeded global generator, in both
+    ancestral = subprocess.run(command[:command.index("--output_dir") + 1] + [str(tmp_path / "ddpm")] + command[command.index("--output_dir") + 2:]
+                               + ["--sampler", "ddpm"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ancestral.returncode == 0, ancestral.stderr[-3000:]
+    ours_ddpm = _project_samples(tmp_path / "ours_ddpm", bundle / "models" / "model.pt", sampler="ddpm")
+    assert all(np.array_equal(_pngs(tmp_path / "ddpm")[name], ours_ddpm[name]) for name in ours_ddpm)
+    assert not all(np.array_equal(ours_ddpm[name], ours[name]) for name in ours)
     # a bad override: one line naming it
     bad = subprocess.run(command[:-2 * len(SAMPLING)] + ["--task", "mass", "--lesion_type", "other", "--num_samples", "1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
