@@ -183,6 +183,9 @@ def test_pack_refuses_training_state_and_other_weights(bundle, tmp_path):
     ({"image_size": 100}, "not divisible by 2 \\*\\* 3"),
     ({"channels": [2048] * 6, "attention_levels": [True] * 6, "norm_num_groups": 32}, "more than the 200,000,000 accepted"),
     ({"activation": "relu"}, "unknown \\['activation'\\]"),
+    # a class name is written into the receiver's config: an expression, reference or macro is refused
+    ({"class_names": ["$__import__('os').system('id')", "@network", "%macro", "any"]}, "class_names must be 4 different names"),
+    ({"channels": "$[8] * 4"}, "channels must be a list"),
 ])
 def test_generator_json_is_checked_before_anything_is_built(archive, change, message):
     with zipfile.ZipFile(archive) as z:
