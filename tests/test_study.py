@@ -127,6 +127,9 @@ def test_every_trained_generator_is_audited_and_the_report_shows_the_figures(dem
         assert cells[3:7] == [audit["verdicts"][f] for f in FAMILIES]
         assert cells[7].startswith(f"{copy_rate:.3g} [") and cells[9].startswith(f"{auc:.3g} [")
     assert "| Audit holdout |" in report and "audit |" in report  # the deviation and the time table
+    # the GANs' and the diffusion model's headline figures side by side, next to the report
+    assert "![audit figures](audit_figures.png)" in section and (out / "audit_figures.png").stat().st_size > 0
+    assert {r["config"]["generator"] for r in audits.values()} >= {"wgangp", "ddpm"}
 
 
 def test_centre_b_gans_train_on_all_patients_and_the_report_lists_deviations(demo_study):
@@ -403,3 +406,82 @@ def test_bundles_folder_from_the_current_folder_or_a_clear_error(tmp_path, monke
     monkeypatch.setattr(runner, "__file__", str(tmp_path / "site-packages" / "mammoshare" / "study" / "runner.py"))
     with pytest.raises(ValueError, match="--bundles DIR"):
         runner.default_bundles_dir(tmp_path)  # an installed package and no bundles/ here
+
+
+def _audit_record(generator: str, task: str, copy_rate: float, auc: float, status: str = "done") -> dict:
+    """A made-up audit stage record with the headline figures of :func:`mammoshare.audit.audit_summary`."""
+
+    def fig(value, low, high, baseline, verdict="pass"):
+        return {"value": value, "verdict": verdict, "baseline": baseline, "interval": [low, high],
+                "threshold": {"warn": None, "fail": None}}
+
+    figures = {
+        "memorisation": {"copy_rate_pixel": fig(copy_rate, copy_rate / 2, copy_rate * 1.5, 0.01,
+                                                "fail" if copy_rate > 0.05 else "pass")},
+        "membership": {"distance_attack_pixel_auc": fig(auc, auc - 0.05, auc + 0.05, 0.5)},
+        "diversity": {"msssim_synthetic_pairs": fig(0.4, 0.38, 0.42, 0.3, "warn")},
+        "fidelity": {"frechet_distance": fig(12.0, 10.0, 14.0, 5.0)},
+    }
+    summary = {"samples": 64, "train_patches": 40, "holdout_patches": 30, "features": "pixel", "figures": figures,
+               "verdicts": {"memorisation": "pass", "membership": "pass", "diversity": "warn", "fidelity": "pass"}}
+    record = {"id": f"audit/{generator}/{task}", "kind": "audit", "status": status, "label": f"audit {generator} {task}",
+              "config": {"generator": generator, "task": task}, "dir": f"stages/audits/{generator}_{task}"}
+    if status == "done":
+        record["outputs"] = {"summary": summary, "verdicts": summary["verdicts"], "report": "audit/audit.md"}
+    else:
+        record["error"] = "RuntimeError: boom"
+    return record
+
+
+def test_the_audit_figure_puts_gans_and_the_diffusion_model_side_by_side(tmp_path):
+    from matplotlib.colors import to_hex
+    from PIL import Image
+
+    from mammoshare.study.report import AUDIT_FIGURE, audit_figure, audit_markdown, generator_family, plot_audits
+
+    records = {r["id"]: r for r in (
+        _audit_record("wgangp", "mass", 0.0, 0.52), _audit_record("dcgan", "mass", 0.02, 0.55),
+        _audit_record("ddpm", "mass", 0.2, 0.7), _audit_record("ddpm", "all", 0.1, 0.6),
+        _audit_record("dcgan", "all", 0.0, 0.5, status="failed"))}
+    records["cell/x"] = {"id": "cell/x", "kind": "cell", "status": "done"}
+    assert [generator_family(g) for g in ("wgangp", "dcgan", "optimam", "ddpm")] == ["GAN", "GAN", "GAN", "diffusion"]
+    note = "PHANTOM data: a demo, no clinical meaning"
+    fig, labels = audit_figure(records, notes=[note])
+    try:
+        # one group per audited generator (the failed audit is in the table, not in the figure), the table's order
+        assert labels == ["BCDR DCGAN\nMasses", "BCDR DDPM\nAll lesions", "BCDR DDPM\nMasses", "BCDR WGAN-GP\nMasses"]
+        assert len(fig.axes) == 4
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles == ["Copy rate (pixel NCC)", "Distance-attack AUC (pixel)", "MS-SSIM of synthetic pairs",
+                          "Fréchet distance to train"]
+        for ax in fig.axes:
+            assert [t.get_text() for t in ax.get_xticklabels()] == labels
+            bars = list(ax.patches)
+            assert len(bars) == 4
+            colours = [to_hex(b.get_facecolor()) for b in bars]
+            hatches = [b.get_hatch() for b in bars]
+            assert colours[0] == colours[3] != colours[1] == colours[2]  # GAN, diffusion, diffusion, GAN
+            assert hatches[0] == hatches[3] != hatches[1] == hatches[2]
+        copy = fig.axes[0].patches
+        assert [round(p.get_height(), 6) for p in copy[:4]] == [2.0, 10.0, 20.0, 0.0]  # percent
+        auc_lines = [line.get_ydata()[0] for line in fig.axes[1].get_lines() if len(line.get_ydata()) == 2]
+        assert 0.5 in auc_lines  # the chance line
+        texts = [t.get_text() for t in fig.texts]
+        assert note in texts and any(t.get_text() == "fail" for t in fig.axes[0].texts)
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend[:2] == ["GAN", "diffusion"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    path = plot_audits(records, tmp_path / AUDIT_FIGURE, notes=[note])
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1] > 300
+    assert not list(tmp_path.glob("*.partial.png"))
+    section = "\n".join(audit_markdown(records, tmp_path))
+    assert f"![audit figures]({AUDIT_FIGURE})" in section and "diffusion model (orange, hatched)" in section
+    assert "failed: RuntimeError: boom" in section
+    # no audit done: no figure, nothing embedded
+    failed_only = {k: r for k, r in records.items() if r.get("status") != "done" or r["kind"] != "audit"}
+    assert plot_audits(failed_only, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    assert AUDIT_FIGURE not in "\n".join(audit_markdown(failed_only, tmp_path))

@@ -3,7 +3,10 @@
 ``mammoshare audit BUNDLE_DIR --train DATALIST --holdout DATALIST --out DIR`` samples the generator
 (or ``--synthetic DATALIST`` reads a finished set) and reports four families of figures, each with
 its interval, its threshold calibrated on the real data (train vs holdout) and a verdict
-pass / warn / fail: memorisation, membership inference, diversity, fidelity.
+pass / warn / fail: memorisation, membership inference, diversity, fidelity. A GAN bundle is sampled
+with the GAN inference, a diffusion bundle (``ddpm_bcdr``: its network_def is MONAI's
+``DiffusionModelUNet``) with the diffusion inference and its inference.json's sampling settings
+(``--num_inference_steps`` overrides the steps).
 
 The API the exchange gate, the medigan bridge and the study call, one line each::
 

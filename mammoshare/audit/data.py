@@ -19,7 +19,8 @@ import numpy as np
 from ..datalist import SUBSETS, DatalistError, load_datalist
 from .errors import AuditError
 
-__all__ = ["PatchSet", "LABEL_CHOICES", "load_real_set", "load_synthetic_set", "sample_bundle", "AuditInputError"]
+__all__ = ["PatchSet", "LABEL_CHOICES", "load_real_set", "load_synthetic_set", "sample_bundle", "bundle_family",
+           "DIFFUSION_NETWORK", "DIFFUSION_SETTINGS", "AuditInputError"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,18 +133,37 @@ def snapshot_groups(synthetic: PatchSet, generator: dict) -> "OrderedDict[str, n
     return OrderedDict((k, np.asarray(v)) for k, v in groups.items())
 
 
+#: the ``network_def`` target that makes a bundle a diffusion bundle (``ddpm_bcdr``)
+DIFFUSION_NETWORK = "monai.networks.nets.DiffusionModelUNet"
+#: the sampling settings a diffusion bundle's ``inference.json`` must give (read as the bundle evaluates them)
+DIFFUSION_SETTINGS = ("task", "lesion_type", "sampler", "training_scheduler", "num_inference_steps", "num_train_timesteps")
+
+
+def bundle_family(config: dict) -> str:
+    """``"diffusion"`` when a bundle's ``inference.json`` (its raw dict) builds a
+    :data:`DIFFUSION_NETWORK` (the full name, or the bare class name MONAI also resolves), else ``"gan"``."""
+    network_def = config.get("network_def")
+    target = str(network_def.get("_target_", "")) if isinstance(network_def, dict) else ""
+    return "diffusion" if target in (DIFFUSION_NETWORK, DIFFUSION_NETWORK.rsplit(".", 1)[1]) else "gan"
+
+
 def sample_bundle(bundle_dir: str | os.PathLike, num_samples: int, output_dir: str | os.PathLike, seed: int = 0,
                   checkpoint: str | os.PathLike | None = None, snapshot_dir: str | os.PathLike | None = None,
-                  device: str = "cpu", batch_size: int = 64, progress: bool = True) -> Path:
+                  device: str = "cpu", batch_size: int = 64, progress: bool = True,
+                  num_inference_steps: int | None = None) -> Path:
     """Sample a generator bundle with its own ``configs/inference.json`` network and the project's
-    inference (:func:`mammoshare.gan.inference.generate_synthetic_patches`); returns the datalist.
+    inference; returns the datalist.
+
+    A GAN bundle is sampled by :func:`mammoshare.gan.inference.generate_synthetic_patches`; a
+    diffusion bundle (its ``network_def`` is :data:`DIFFUSION_NETWORK`, e.g. ``ddpm_bcdr``) by
+    :func:`mammoshare.diffusion.inference.generate_diffusion_patches`, with the sampling settings
+    :data:`DIFFUSION_SETTINGS` of its ``inference.json`` (``num_inference_steps`` overrides the steps:
+    few steps make a quick audit) and its EMA weights.
 
     The one place where the audit touches generator weights (``models/model.pt``, ``checkpoint`` or
-    every snapshot of ``snapshot_dir``).
+    every snapshot of ``snapshot_dir``, GANs only).
     """
     from monai.bundle import ConfigParser
-
-    from ..gan.inference import generate_synthetic_patches
 
     bundle_dir = Path(bundle_dir)
     config_file = bundle_dir / "configs" / "inference.json"
@@ -154,6 +174,17 @@ def sample_bundle(bundle_dir: str | os.PathLike, num_samples: int, output_dir: s
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle_dir.absolute())
+    family = bundle_family(parser.get())
+    if family == "diffusion":
+        return _sample_diffusion(parser, config_file, bundle_dir, meta, num_samples, output_dir, seed, checkpoint,
+                                 snapshot_dir, device, batch_size, progress, num_inference_steps)
+    if num_inference_steps is not None:
+        raise AuditInputError(
+            f"{config_file}: --num_inference_steps is for diffusion bundles (network_def {DIFFUSION_NETWORK}), and this "
+            "bundle is a GAN, sampled in one step; leave the option out"
+        )
+    from ..gan.inference import generate_synthetic_patches
+
     try:
         network = parser.get_parsed_content("network_def")
     except Exception as e:
@@ -175,6 +206,85 @@ def sample_bundle(bundle_dir: str | os.PathLike, num_samples: int, output_dir: s
         progress=progress,
         decoding=config.get("decoding"),
     )
+
+
+def _sample_diffusion(parser, config_file: Path, bundle_dir: Path, meta: dict, num_samples: int, output_dir, seed: int,
+                      checkpoint, snapshot_dir, device: str, batch_size: int, progress: bool,
+                      num_inference_steps: int | None) -> Path:
+    """:func:`sample_bundle` of a diffusion bundle: its settings as its ``inference.json`` evaluates
+    them (``device`` and ``num_inference_steps`` set first), checked before anything is written."""
+    from ..diffusion.conditioning import sampling_scheduler
+    from ..diffusion.inference import generate_diffusion_patches
+    from ..gan.weights import WeightsError
+
+    if snapshot_dir is not None:
+        raise AuditInputError(
+            f"{config_file}: a diffusion bundle is audited on one weights file (its EMA model.pt), not on a snapshot "
+            "folder; leave --snapshot_dir out and pass --checkpoint FILE for other weights than models/model.pt"
+        )
+    config = parser.get()
+    missing = [k for k in DIFFUSION_SETTINGS if k not in config]
+    if missing:
+        raise AuditInputError(
+            f"{config_file}: a diffusion bundle's inference.json must set {missing} (the sampling settings); add them "
+            "as bundles/ddpm_bcdr/configs/inference.json does"
+        )
+    parser["device"] = str(device)
+    if num_inference_steps is not None:
+        if int(num_inference_steps) < 1:
+            raise AuditInputError(f"{config_file}: --num_inference_steps must be at least 1, got {num_inference_steps}")
+        parser["num_inference_steps"] = int(num_inference_steps)
+    settings = {}
+    for key in (*DIFFUSION_SETTINGS, "amp"):
+        if key not in config:  # amp: the bundle's own rule, off when it has none
+            settings[key] = False
+            continue
+        try:
+            settings[key] = parser.get_parsed_content(key)
+        except Exception as e:
+            raise AuditInputError(f"{config_file}: cannot evaluate {key!r} ({e}); fix it there") from e
+    try:
+        sampling_scheduler(settings["sampler"], settings["training_scheduler"], int(settings["num_inference_steps"]),
+                           int(settings["num_train_timesteps"]))
+    except (TypeError, ValueError) as e:
+        raise AuditInputError(
+            f"{config_file}: its sampling settings (sampler {settings['sampler']!r}, training_scheduler "
+            f"{settings['training_scheduler']!r}, num_inference_steps {settings['num_inference_steps']!r}, "
+            f"num_train_timesteps {settings['num_train_timesteps']!r}) cannot sample: {e}; fix them there, or pass "
+            "--num_inference_steps N to the audit"
+        ) from e
+    try:
+        network = parser.get_parsed_content("network_def")
+    except Exception as e:
+        raise AuditInputError(f"{config_file}: cannot build its network_def ({e})") from e
+    amp = settings.pop("amp")
+    try:
+        return generate_diffusion_patches(
+            network=network.to(device),
+            num_samples=num_samples,
+            output_dir=output_dir,
+            seed=seed,
+            checkpoint=checkpoint,
+            default_checkpoint=bundle_dir / "models" / "model.pt",
+            generator_name=str(meta.get("name", bundle_dir.name)),
+            generator_version=str(meta.get("version", "0.0.0")),
+            task=str(settings["task"]),
+            lesion_type=settings["lesion_type"],
+            sampler=str(settings["sampler"]),
+            training_scheduler=str(settings["training_scheduler"]),
+            num_inference_steps=int(settings["num_inference_steps"]),
+            num_train_timesteps=int(settings["num_train_timesteps"]),
+            device=device,
+            batch_size=batch_size,
+            amp=bool(amp),
+            progress=progress,
+        )
+    except FileNotFoundError:  # no weights: its message names the file and the training command
+        raise
+    except WeightsError as e:
+        raise AuditInputError(f"{e}; the audit builds the UNet from {config_file}: set those options there to the ones training used") from e
+    except ValueError as e:  # task / lesion_type checks, made before any file is written
+        raise AuditInputError(f"{config_file}: {e}") from e
 
 
 def check_disjoint(train: PatchSet, holdout: PatchSet) -> None:

@@ -38,6 +38,14 @@ def figure_table(figures: dict) -> list[str]:
     return lines
 
 
+def _sampling(gen: dict) -> list[str]:
+    """A diffusion model's sampling settings (the GANs sample in one step: nothing to say)."""
+    if gen.get("family") != "diffusion":
+        return []
+    return [f"- sampling: diffusion model, {gen.get('sampler')} sampler with {gen.get('num_inference_steps')} steps "
+            f"(trained with the {gen.get('training_scheduler')} schedule), lesion type {gen.get('lesion_type')}"]
+
+
 def write_markdown(audit: dict, path: Path) -> Path:
     data, feats = audit["data"], audit["features"]
     gen = audit.get("generator", {})
@@ -54,6 +62,7 @@ def write_markdown(audit: dict, path: Path) -> Path:
         "",
         f"- synthetic: {data['synthetic']['patches']} patches ({data['synthetic']['datalist']}"
         f"{', sampled by the audit' if data['synthetic']['sampled_by_audit'] else ''})",
+        *_sampling(gen),
         *[
             f"- {name}: {d['patches']} patches ({d['labels']}) of {d['patients']} patients, {d['datalist']} {d['subsets']}"
             + (f", {d['skipped']} skipped" if d["skipped"] else "")

@@ -38,6 +38,8 @@ COPY_QUANTILE = 0.01  # "closer than the 1st percentile of holdout-to-train dist
 MSSSIM_PAIRS = 500
 CLUSTER_POINTS = 1000
 WORST_PAIRS = 16
+#: what the audit keeps of the synthetic datalist's ``generator`` entry (a diffusion model's also say how it was sampled)
+GENERATOR_FIELDS = ("name", "version", "family", "sampler", "num_inference_steps", "training_scheduler", "lesion_type", "weights")
 
 
 def _check_out(out: Path) -> None:
@@ -337,6 +339,7 @@ def run_audit(
     seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
     snapshot_dir: str | os.PathLike | None = None,
+    num_inference_steps: int | None = None,
     inception: str | os.PathLike | None = None,
     train_subsets=("training",),
     holdout_subsets=("validation", "test"),
@@ -358,7 +361,8 @@ def run_audit(
             a bundle, the samples in ``synthetic/``.
         bundle_dir / synthetic: the generator bundle to sample (``num_samples``, default 2000;
             ``checkpoint`` or every snapshot of ``snapshot_dir``), or a finished synthetic datalist
-            (all of it, or ``num_samples`` drawn with the seed).
+            (all of it, or ``num_samples`` drawn with the seed). A diffusion bundle is sampled with
+            the settings of its ``inference.json``; ``num_inference_steps`` overrides its steps.
         features: ``"encoder"`` (default), ``"pixel"`` or a classifier checkpoint file.
         inception: a local torchvision Inception-v3 weights file: adds the standard FID.
         cache_dir / encoder_settings: where the trained encoder is cached; its training settings.
@@ -375,6 +379,9 @@ def run_audit(
 
     if (bundle_dir is None) == (synthetic is None):
         raise AuditInputError("give either a generator bundle folder or --synthetic DATALIST (one of them)")
+    if synthetic is not None and num_inference_steps is not None:
+        raise AuditInputError(f"{synthetic}: --num_inference_steps samples a diffusion bundle; a finished --synthetic set "
+                              "is audited as it was sampled, so leave the option out")
     policy = policy or AuditPolicy()
     out = Path(out)
     _check_out(out)
@@ -386,13 +393,14 @@ def run_audit(
         if n < 2:
             raise AuditInputError("--num_samples must be at least 2")
         synthetic = sample_bundle(bundle_dir, n, out / "synthetic", seed=seed, checkpoint=checkpoint,
-                                  snapshot_dir=snapshot_dir, device=device, progress=progress)
+                                  snapshot_dir=snapshot_dir, device=device, progress=progress,
+                                  num_inference_steps=num_inference_steps)
         generator_info["bundle"] = Path(bundle_dir).absolute().name
         timer.lap("sample")
         syn, gen_entry = load_synthetic_set(synthetic, None, seed, skip_bad, progress)
     else:
         syn, gen_entry = load_synthetic_set(synthetic, num_samples, seed, skip_bad, progress)
-    generator_info.update({k: gen_entry[k] for k in ("name", "version", "weights") if k in gen_entry})
+    generator_info.update({k: gen_entry[k] for k in GENERATOR_FIELDS if k in gen_entry})
     train_set = load_real_set(train, "train", tuple(train_subsets), labels, skip_bad, progress)
     holdout_set = load_real_set(holdout, "holdout", tuple(holdout_subsets), labels, skip_bad, progress)
     check_disjoint(train_set, holdout_set)

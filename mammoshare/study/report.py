@@ -27,7 +27,8 @@ from .tables import (
     table_csv,
 )
 
-__all__ = ["write_outputs", "environment", "plot_deltas", "deviations", "DEVIATIONS", "DEMO_STATEMENT", "audit_markdown"]
+__all__ = ["write_outputs", "environment", "plot_deltas", "deviations", "DEVIATIONS", "DEMO_STATEMENT", "audit_markdown",
+           "audit_figure", "plot_audits", "AUDIT_FIGURE", "generator_family"]
 
 TASK_NAMES = {"all": "All lesions", "mass": "Masses"}
 
@@ -38,6 +39,27 @@ DEMO_STATEMENT = (
     "trained on one batch, and a test set of a few dozen patches. It shows that every stage of the pipeline runs end to end; "
     "it says nothing about whether shared generators help. Run `--preset paper` on real data for that."
 )
+
+#: the red note of the study's figures on phantom data
+PHANTOM_NOTE = "PHANTOM data: a demo, no clinical meaning"
+#: the study report's figure of every audited generator's headline figures, next to report.md
+AUDIT_FIGURE = "audit_figures.png"
+#: the generators of the study that are not GANs (``GENERATORS`` keys); the others are GANs
+_FAMILIES = {"ddpm": "diffusion"}
+_FAMILY_STYLE = {"GAN": {"color": "#1f77b4", "hatch": None}, "diffusion": {"color": "#ff7f0e", "hatch": "//"}}
+#: the panels of the audit figure: (family, figure, title, y label, chance line or None, scale of the values)
+_AUDIT_PANELS = (
+    ("memorisation", "copy_rate_pixel", "Copy rate (pixel NCC)", "share of samples (%)", None, 100.0),
+    ("membership", "distance_attack_pixel_auc", "Distance-attack AUC (pixel)", "AUC", 0.5, 1.0),
+    ("diversity", "msssim_synthetic_pairs", "MS-SSIM of synthetic pairs", "mean MS-SSIM (higher: more alike)", None, 1.0),
+    ("fidelity", "frechet_distance", "Fréchet distance to train", "Fréchet distance (features)", None, 1.0),
+)
+
+
+def generator_family(generator: str) -> str:
+    """``"diffusion"`` or ``"GAN"``: the family of a study generator (a ``GENERATORS`` key)."""
+    return _FAMILIES.get(generator, "GAN")
+
 
 def deviations(preset=None) -> list[tuple[str, str, str]]:
     """``(topic, this implementation (and the original code), the option that changes it)`` for the
@@ -335,9 +357,15 @@ def write_outputs(plan, records: dict[str, dict], options, stage_seconds: dict[s
     paired_md = paired_markdown(paired)
     outputs["paired_comparison.md"] = _write(study_dir / "paired_comparison.md", paired_md)
     outputs["paired_comparison.csv"] = _write(study_dir / "paired_comparison.csv", paired_csv(paired))
-    notes = (["PHANTOM data: a demo, no clinical meaning"] if _phantom(plan) else []) + [
+    phantom_note = [PHANTOM_NOTE] if _phantom(plan) else []
+    notes = phantom_note + [
         f"WARNING ({TASK_NAMES[task]} test subset): {w.split(':')[0]}" for task in TASKS for w in _test_warnings(cells, task)]
     outputs["deltas_vs_none.png"] = plot_deltas(cells, study_dir / "deltas_vs_none.png", notes=notes)
+    audit_png = plot_audits(records, study_dir / AUDIT_FIGURE, notes=phantom_note)
+    if audit_png is not None:
+        outputs[AUDIT_FIGURE] = audit_png
+    else:
+        (study_dir / AUDIT_FIGURE).unlink(missing_ok=True)  # no audit done (any more): no stale figure
 
     env = environment(options.device, gpus)
     failed = [r for r in records.values() if r.get("status") == "failed"]
@@ -392,6 +420,94 @@ def _value(figures: dict, family: str, name: str, interval: bool = False, baseli
     return text
 
 
+def _done_audits(records: dict[str, dict]) -> list[dict]:
+    return sorted((r for r in records.values() if r.get("kind") == "audit" and r.get("status") == "done"),
+                  key=lambda r: r["id"])
+
+
+def audit_figure(records: dict[str, dict], notes: Sequence[str] = ()):
+    """The matplotlib figure of :data:`AUDIT_FIGURE`: one group per audited generator (done audit
+    stages, in the order of the report's table), coloured and hatched by family (GAN / diffusion),
+    in four panels: copy rate (pixel) and distance-attack AUC with their 95% intervals (chance 0.5),
+    MS-SSIM of synthetic pairs and Fréchet distance with their intervals beside the real baseline
+    (a black diamond). ``notes``: lines in red at the top (phantom data). Returns ``(figure, labels)``;
+    None when no audit is done."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    audits = _done_audits(records)
+    if not audits:
+        return None, []
+    labels = [f"{GENERATORS[r['config']['generator']][2]}\n{TASK_NAMES.get(r['config']['task'], r['config']['task'])}"
+              for r in audits]
+    families = [generator_family(r["config"]["generator"]) for r in audits]
+    x = np.arange(len(audits))
+    width = max(4.0, 0.95 * len(audits) + 1.8)
+    fig, axes = plt.subplots(2, 2, figsize=(2 * width, 7.6), squeeze=False)
+    for ax, (family, name, title, ylabel, reference, scale) in zip(axes.flat, _AUDIT_PANELS):
+        for i, (r, fam) in enumerate(zip(audits, families)):
+            fig_data = r["outputs"]["summary"]["figures"].get(family, {}).get(name)
+            if not fig_data or fig_data.get("value") is None:
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8, color="grey")
+                continue
+            value = fig_data["value"] * scale
+            low, high = (v * scale for v in fig_data.get("interval") or (fig_data["value"], fig_data["value"]))
+            style = _FAMILY_STYLE[fam]
+            ax.bar(i, value, 0.6, color=style["color"], hatch=style["hatch"], edgecolor="black", linewidth=0.6,
+                   yerr=[[max(0.0, value - low)], [max(0.0, high - value)]], capsize=3, error_kw={"elinewidth": 0.9})
+            top = max(value, high)
+            if fig_data.get("baseline") is not None and reference is None:
+                ax.plot(i, fig_data["baseline"] * scale, marker="D", color="black", markersize=5, linestyle="none")
+                top = max(top, fig_data["baseline"] * scale)
+            ax.annotate(fig_data.get("verdict", ""), (i, top), textcoords="offset points", xytext=(0, 4),
+                        ha="center", va="bottom", fontsize=7)
+        if reference is not None:
+            ax.axhline(reference * scale, color="black", linestyle="--", linewidth=0.9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xlim(-0.6, len(audits) - 0.4)
+        ax.margins(y=0.18)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    from matplotlib.lines import Line2D
+
+    shown = [f for f in _FAMILY_STYLE if f in families]
+    handles = [Patch(facecolor=_FAMILY_STYLE[f]["color"], hatch=_FAMILY_STYLE[f]["hatch"], edgecolor="black", label=f)
+               for f in shown]
+    handles.append(Line2D([], [], marker="D", color="black", linestyle="none", markersize=5,
+                          label="real baseline (copy rate: 1% for unseen patients)"))
+    handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.9, label="chance (AUC 0.5)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    top = 1.0
+    if notes:
+        fig.text(0.01, 0.995, "\n".join(notes), ha="left", va="top", color="tab:red", fontsize=9, weight="bold")
+        top = 1.0 - 0.03 * len(notes)
+    fig.suptitle("Audit of the study's generators: bars = value, whiskers = 95% interval, text = that figure's verdict", fontsize=10,
+                 y=top - 0.005, va="top")
+    top -= 0.03
+    fig.tight_layout(rect=(0, 0.04, 1, top))
+    return fig, labels
+
+
+def plot_audits(records: dict[str, dict], path: Path, notes: Sequence[str] = ()) -> Path | None:
+    """Write :func:`audit_figure` to ``path`` (atomically); None, and no file, when no audit is done."""
+    import matplotlib.pyplot as plt
+
+    fig, _ = audit_figure(records, notes)
+    if fig is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def audit_markdown(records: dict[str, dict], study_dir: Path) -> list[str]:
     """The report's audit section: per study-trained generator, the four verdicts and the headline
     figures of its ``audit.json`` (see :func:`mammoshare.audit.audit_summary`)."""
@@ -430,6 +546,14 @@ def audit_markdown(records: dict[str, dict], study_dir: Path) -> list[str]:
     for r in failed:
         lines.append(f"| {r.get('label', r['id'])} | failed: {str(r.get('error')).replace('|', '/')} "
                      "| | | | | | | | | | | | |")
+    if _done_audits(records):
+        lines += ["", f"![audit figures]({AUDIT_FIGURE})", "",
+                  f"`{AUDIT_FIGURE}` puts these headline figures of every audited generator side by side, the GANs "
+                  "(blue) and the diffusion model (orange, hatched): copy rate and distance-attack AUC with their 95% "
+                  "intervals (chance 0.5), MS-SSIM of synthetic pairs and Fréchet distance beside their real baselines "
+                  "(black diamonds), so the families' memorisation, membership leakage, diversity and fidelity compare "
+                  "at a glance (diffusion models are reported to memorise more than GANs on small datasets: Dar et al. "
+                  "2024; Akbar et al. 2025)."]
     lines += ["", "Every figure, interval, threshold and rule: each audit's `audit.json` and `audit.md` (with its PNG "
               "sheets) in `stages/audits/`. An empirical audit against these attacks and this data, not a formal "
               "privacy guarantee; a failed memorisation or membership verdict would stop `mammoshare pack` without "
