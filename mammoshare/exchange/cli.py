@@ -42,7 +42,8 @@ def _pack_audit(args: argparse.Namespace):
     out = args.audit_out or Path(args.out).with_name(Path(args.out).stem + ".audit")
     print(f"auditing {args.bundle_dir} ({args.audit_num_samples} samples, {args.audit_features} features) into {out}")
     return run_or_load_audit(bundle_dir=args.bundle_dir, train=args.audit_train, holdout=args.audit_holdout, out=out,
-                             num_samples=args.audit_num_samples, features=args.audit_features, seed=args.audit_seed)
+                             num_samples=args.audit_num_samples, features=args.audit_features, seed=args.audit_seed,
+                             num_inference_steps=args.audit_num_inference_steps)
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -162,6 +163,8 @@ def add_pack_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--audit-features", dest="audit_features", default="encoder", metavar="KIND",
                    help="encoder (default), pixel, or a classifier checkpoint file (see mammoshare audit)")
     g.add_argument("--audit-seed", dest="audit_seed", type=int, default=0, help="seed of the audit run here")
+    g.add_argument("--audit-num-inference-steps", dest="audit_num_inference_steps", type=int, metavar="N",
+                   help="a diffusion bundle's sampling steps for the audit run here (default: its inference.json's)")
     g.add_argument("--accept-risk", dest="accept_risk", metavar="REASON",
                    help="share a generator whose memorisation or membership audit failed; the reason is recorded in the signed manifest")
     g.add_argument("--no-audit", dest="no_audit", action="store_true",
