@@ -10,8 +10,11 @@ size and channels it makes and its output decoding. Each family (:class:`Generat
 its parameters against fixed ranges *before* anything is built, lists the tensors (names, shapes)
 its weights must hold, builds the network from torch layers, recognises its parameters from a
 ``state_dict``'s shapes, and renders the pinned ``configs/inference.json`` from a fixed template
-whose SHA-256 it knows (:func:`pinned_inference`). A new family (e.g. a diffusion UNet) is one more
-subclass passed to :func:`register_family`, with its template under ``mammoshare/gan/templates/``.
+whose SHA-256 it knows (:func:`pinned_inference`). Two families exist: ``dcgan``
+(:class:`DCGANFamily`, a layer list of torch modules) and ``diffusion_unet``
+(:class:`DiffusionUNetFamily`, MONAI's ``DiffusionModelUNet`` with its noise schedule and sampler);
+a new one is one more subclass passed to :func:`register_family`, with its template under
+``mammoshare/gan/templates/``.
 
 Files. Shared weights are safetensors (:func:`read_safetensors`: header size cap, tensor count,
 rank and element limits, dtype allow-list, offsets that tile the file exactly; nothing is
@@ -32,6 +35,8 @@ Layouts :func:`load_generator_weights` accepts:
   ``embed_nn.*``), or the medigan zip holding it; decoded as ``clip(out, 0, 1)``;
 - ``medigan-00002``: the OPTIMAM DCGAN's ``malign_mass_gen`` (``model.N.*`` keys) or its zip
   ``MALIGN_DCGAN.zip``; decoded as ``(out + 1) / 2``.
+- ``diffusion`` / ``diffusion-last``: a diffusion bundle's ``model.pt`` (the EMA UNet's
+  ``state_dict``) / its training state ``last.pt`` (the ``ema`` entry is used; never shared).
 
 A package zip's ``__init__.py`` (or any other code) is never executed or imported.
 """
