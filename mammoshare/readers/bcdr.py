@@ -113,6 +113,14 @@ def _read_csv(path: Path, required) -> list[tuple[int, dict[str, str]]]:
         raise DatalistError(f"{path}: malformed CSV ({e})") from e
 
 
+def _read_rows(path: Path, required, collector: CaseCollector, what: str, gives: str) -> list[tuple[int, dict]]:
+    """:func:`_read_csv`; a CSV with a header and no rows is a bad case (never a silently empty folder)."""
+    rows = _read_csv(path, required)
+    if not rows:
+        collector.add(path, "whole file", _EMPTY_CSV.format(what=what, gives=gives))
+    return rows
+
+
 def _int(value: str, what: str) -> int:
     try:
         number = float(value)
@@ -192,10 +200,7 @@ def _row_case(line: int, row: dict[str, str]) -> str:
 def _lesion_groups(code: str, csv_path: Path, task: str, collector: CaseCollector):
     """Outline rows of one CSV grouped by image: ``{image path: [(line, row, types)]}``."""
     groups: dict[Path, list] = defaultdict(list)
-    rows = _read_csv(csv_path, OUTLINE_REQUIRED)
-    if not rows:
-        collector.add(csv_path, "whole file", _EMPTY_CSV.format(what="outline", gives="lesions"))
-    for line, row in rows:
+    for line, row in _read_rows(csv_path, OUTLINE_REQUIRED, collector, what="outline", gives="lesions"):
         case = _row_case(line, row)
         with collector.case(csv_path, case):
             types = _lesion_types(row)
@@ -308,10 +313,7 @@ def read_bcdr(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, A
             key = (code, _id_key(first["patient_id"]), _id_key(first["study_id"]), str(image_path))
             jobs.append((key, lambda c=code, p=csv_path, i=image_path, r=rows: _lesion_records(c, p, i, r, collector, geometry)))
     for code, csv_path in healthy_csvs:
-        rows = _read_csv(csv_path, HEALTHY_REQUIRED)
-        if not rows:
-            collector.add(csv_path, "whole file", _EMPTY_CSV.format(what="image", gives="healthy patches"))
-        for line, row in rows:
+        for line, row in _read_rows(csv_path, HEALTHY_REQUIRED, collector, what="image", gives="healthy patches"):
             image_path = csv_path.parent / row["image_filename"]
             key = (code, _id_key(row["patient_id"]), _id_key(row["study_id"]), str(image_path), line)
             jobs.append((
