@@ -70,7 +70,7 @@ def loss_tensors(output: dict) -> dict[str, torch.Tensor]:
 class _GANTrainer(Trainer):
     """What both GAN trainers share: the networks, the fast paths, latents, and the last generator loss.
 
-    The keyword options, the same for both trainers: ``latent_size`` (nz of the generator),
+    ``device`` is where the networks live, ``max_epochs`` the epochs to train. The keyword options, the same for both trainers: ``latent_size`` (nz of the generator),
     ``epoch_length`` (iterations per epoch; None: the loader's length), ``prepare_batch``,
     ``train_handlers`` (MONAI/Ignite handlers), ``non_blocking``, and the fast paths ``amp``
     (``False``, ``True``, ``"bf16"``, ``"fp16"``), ``channels_last`` (NHWC networks and batches) and
@@ -196,8 +196,7 @@ class DCGANTrainer(_GANTrainer):
     """DCGAN training, one discriminator and one generator update per real batch.
 
     Args:
-        device: where the networks live.
-        max_epochs: epochs to train.
+        device, max_epochs: as for :class:`_GANTrainer`.
         train_data_loader: real patches scaled to [-1, 1], full batches.
         generator, discriminator: the networks (the discriminator returns logits).
         g_optimizer, d_optimizer: their optimizers (the paper: Adam, lr 2e-4, betas (0.5, 0.999)).
@@ -228,8 +227,7 @@ class WGANGPTrainer(_GANTrainer):
     """WGAN-GP training: ``n_critic`` critic updates (each on a new real batch) per generator update.
 
     Args:
-        device: where the networks live.
-        max_epochs: epochs to train.
+        device, max_epochs: as for :class:`_GANTrainer`.
         train_data_loader: real patches scaled to [-1, 1], ``drop_last=True``.
         generator, critic: the networks; critic without BatchNorm and without Sigmoid.
         g_optimizer, c_optimizer: their optimizers (the paper: Adam, lr 1e-4, betas (0.5, 0.9)).
