@@ -70,7 +70,7 @@ def loss_tensors(output: dict) -> dict[str, torch.Tensor]:
 class _GANTrainer(Trainer):
     """What both GAN trainers share: the networks, the fast paths, latents, and the last generator loss.
 
-    The keyword options, the same for both trainers: ``latent_size`` (nz of the generator),
+    ``device`` is where the networks live, ``max_epochs`` the epochs to train. The keyword options, the same for both trainers: ``latent_size`` (nz of the generator),
     ``epoch_length`` (iterations per epoch; None: the loader's length), ``prepare_batch``,
     ``train_handlers`` (MONAI/Ignite handlers), ``non_blocking``, and the fast paths ``amp``
     (``False``, ``True``, ``"bf16"``, ``"fp16"``), ``channels_last`` (NHWC networks and batches) and
@@ -140,45 +140,50 @@ class _GANTrainer(Trainer):
         real = self.prepare_batch(batchdata, self.state.device, self.non_blocking)
         return real.contiguous(memory_format=torch.channels_last) if self.channels_last else real
 
-    def _step(self, loss: torch.Tensor, optimizer: Optimizer, scaler: torch.amp.GradScaler) -> None:
-        scaler.scale(loss).backward()
+    def _update(
+        self, optimizer: Optimizer, scaler: torch.amp.GradScaler, loss_fn: Callable[[], Any]
+    ) -> dict[str, torch.Tensor]:
+        """One step of ``optimizer`` on what ``loss_fn()`` computes under autocast: a loss tensor, or a
+        dict with it under ``"loss"`` and other terms. Returns them all detached, as float32."""
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(self.state.device, self.amp_dtype):
+            result = loss_fn()
+        losses = result if isinstance(result, dict) else {"loss": result}
+        # the scaler and backward in float32 (autocast may give half-precision losses)
+        scaler.scale(losses["loss"].float()).backward()
         scaler.step(optimizer)
         scaler.update()
+        # the iteration's output keeps no graph, so that handlers may hold it
+        return {name: value.detach().float() for name, value in losses.items()}
 
     def _discriminator_step(
         self, batchdata: Any, loss_fn: Callable[[torch.Tensor, torch.Tensor], Any]
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, dict[str, torch.Tensor]]:
         """One discriminator (critic) update on a real batch and as many fakes drawn without
-        gradients: ``loss_fn(fake, real)`` gives the loss, or a dict with it under ``"loss"``.
-        Returns (batch size, what ``loss_fn`` gave)."""
+        gradients; ``loss_fn(fake, real)`` as for :meth:`_update`. Returns (batch size, its losses)."""
         real = self._real(batchdata)
         self.generator.train()
         self.discriminator.train()
-        device = self.state.device
-        with torch.no_grad(), autocast(device, self.amp_dtype):
+        with torch.no_grad(), autocast(self.state.device, self.amp_dtype):
             fake = self.g_forward(self._latents(real.shape[0]))
-        self.d_optimizer.zero_grad(set_to_none=True)
-        with autocast(device, self.amp_dtype):
-            result = loss_fn(fake, real)
-        loss = result["loss"] if isinstance(result, dict) else result
-        self._step(loss.float(), self.d_optimizer, self.d_scaler)
-        return real.shape[0], result
+        losses = self._update(self.d_optimizer, self.d_scaler, lambda: loss_fn(fake, real))
+        return real.shape[0], losses
 
     def _generator_step(self, count: int, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """One generator update; the discriminator's weights are frozen meanwhile (no gradients for them)."""
+        """One generator update on ``count`` new latents; the discriminator's weights are frozen
+        meanwhile (no gradients for them). Returns the detached loss."""
         bare = unwrap(self.discriminator)
         for p in bare.parameters():
             p.requires_grad_(False)
         try:
-            self.g_optimizer.zero_grad(set_to_none=True)
-            with autocast(self.state.device, self.amp_dtype):
-                g_loss = loss_fn(self.g_forward(self._latents(count)))
-            self._step(g_loss.float(), self.g_optimizer, self.g_scaler)
+            losses = self._update(
+                self.g_optimizer, self.g_scaler, lambda: loss_fn(self.g_forward(self._latents(count)))
+            )
         finally:
             for p in bare.parameters():
                 p.requires_grad_(True)
         self.state.generator_updates += 1
-        self._last_g_loss = g_loss.detach().float()
+        self._last_g_loss = losses["loss"]
         return self._last_g_loss
 
     def _last_g(self) -> torch.Tensor:
@@ -191,8 +196,7 @@ class DCGANTrainer(_GANTrainer):
     """DCGAN training, one discriminator and one generator update per real batch.
 
     Args:
-        device: where the networks live.
-        max_epochs: epochs to train.
+        device, max_epochs: as for :class:`_GANTrainer`.
         train_data_loader: real patches scaled to [-1, 1], full batches.
         generator, discriminator: the networks (the discriminator returns logits).
         g_optimizer, d_optimizer: their optimizers (the paper: Adam, lr 2e-4, betas (0.5, 0.999)).
@@ -214,17 +218,16 @@ class DCGANTrainer(_GANTrainer):
         self.g_loss = DCGANLoss(self.d_bare, real_label_range, generator_target)
 
     def _iteration(self, engine: DCGANTrainer, batchdata: Any) -> dict[str, Any]:
-        count, d_loss = engine._discriminator_step(batchdata, engine.loss.discriminator_loss)
+        count, d_losses = engine._discriminator_step(batchdata, engine.loss.discriminator_loss)
         g_loss = engine._generator_step(count, engine.g_loss.generator_loss)
-        return {"d_loss": d_loss.detach().float(), "g_loss": g_loss}
+        return {"d_loss": d_losses["loss"], "g_loss": g_loss}
 
 
 class WGANGPTrainer(_GANTrainer):
     """WGAN-GP training: ``n_critic`` critic updates (each on a new real batch) per generator update.
 
     Args:
-        device: where the networks live.
-        max_epochs: epochs to train.
+        device, max_epochs: as for :class:`_GANTrainer`.
         train_data_loader: real patches scaled to [-1, 1], ``drop_last=True``.
         generator, critic: the networks; critic without BatchNorm and without Sigmoid.
         g_optimizer, c_optimizer: their optimizers (the paper: Adam, lr 1e-4, betas (0.5, 0.9)).
@@ -264,9 +267,9 @@ class WGANGPTrainer(_GANTrainer):
         updated = engine.state.critic_updates % engine.n_critic == 0
         g_loss = engine._generator_step(count, engine.g_loss.generator_loss) if updated else engine._last_g()
         return {
-            "d_loss": critic["loss"].detach().float(),
+            "d_loss": critic["loss"],
             "g_loss": g_loss,
-            "wasserstein": critic["wasserstein"].float(),
-            "gradient_penalty": critic["gradient_penalty"].float(),
+            "wasserstein": critic["wasserstein"],
+            "gradient_penalty": critic["gradient_penalty"],
             "generator_updated": updated,
         }

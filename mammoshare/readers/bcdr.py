@@ -33,14 +33,16 @@ import csv
 import logging
 import os
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from transforms import read_mammogram
 
-from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
+from ..datalist import CaseCollector, CaseError, DatalistError, image_rng
 from ..extraction import PatchGeometry, ReadRequest
 from ..layouts import BCDR_FLAG_COLUMNS, BCDR_FOLDER, BCDR_VIEWS, bcdr_csv_name
+from .records import LesionRow, attempt, case_of_rows, healthy_records, lesion_records
 
 __all__ = ["read_bcdr", "find_bcdr_csvs", "OUTLINE_REQUIRED", "HEALTHY_REQUIRED", "HEALTHY_DATASETS"]
 
@@ -109,6 +111,14 @@ def _read_csv(path: Path, required) -> list[tuple[int, dict[str, str]]]:
         raise DatalistError(f"{path}: cannot read CSV ({e})") from e
     except csv.Error as e:
         raise DatalistError(f"{path}: malformed CSV ({e})") from e
+
+
+def _read_rows(path: Path, required, collector: CaseCollector, what: str, gives: str) -> list[tuple[int, dict]]:
+    """:func:`_read_csv`; a CSV with a header and no rows is a bad case (never a silently empty folder)."""
+    rows = _read_csv(path, required)
+    if not rows:
+        collector.add(path, "whole file", _EMPTY_CSV.format(what=what, gives=gives))
+    return rows
 
 
 def _int(value: str, what: str) -> int:
@@ -190,10 +200,7 @@ def _row_case(line: int, row: dict[str, str]) -> str:
 def _lesion_groups(code: str, csv_path: Path, task: str, collector: CaseCollector):
     """Outline rows of one CSV grouped by image: ``{image path: [(line, row, types)]}``."""
     groups: dict[Path, list] = defaultdict(list)
-    rows = _read_csv(csv_path, OUTLINE_REQUIRED)
-    if not rows:
-        collector.add(csv_path, "whole file", _EMPTY_CSV.format(what="outline", gives="lesions"))
-    for line, row in rows:
+    for line, row in _read_rows(csv_path, OUTLINE_REQUIRED, collector, what="outline", gives="lesions"):
         case = _row_case(line, row)
         with collector.case(csv_path, case):
             types = _lesion_types(row)
@@ -208,67 +215,71 @@ def _lesion_groups(code: str, csv_path: Path, task: str, collector: CaseCollecto
 
 def _lesion_records(code, csv_path, image_path, rows, collector, geometry: PatchGeometry) -> list[dict[str, Any]]:
     first = rows[0][1]
-    lines = ", ".join(str(line) for line, _, _ in rows)
     lesions = ", ".join(sorted({row["lesion_id"] for _, row, _ in rows}, key=_id_key))
-    image_case = (
-        f"{csv_path.name} line(s) {lines}: patient {first['patient_id']}, study {first['study_id']}, "
-        f"lesion(s) {lesions}"
+    image_case = case_of_rows(
+        csv_path.name, (line for line, _, _ in rows),
+        f"patient {first['patient_id']}, study {first['study_id']}, lesion(s) {lesions}",
     )
-    image = None
-    with collector.case(image_path, image_case):
-        decoded, meta = read_mammogram(image_path, apply_voi=geometry.apply_voi)
-        spacing = geometry.spacing(meta.get("pixel_spacing"), str(image_path))
-        image = decoded
-    if image is None:
+    decoded = attempt(collector, image_path, image_case, lambda: _decode(image_path, geometry))
+    if decoded is None:
         return []
-    film = code.startswith("F")
-    records = []
-    rows = sorted(rows, key=lambda r: (_id_key(r[1]["lesion_id"]), _id_key(r[1]["segmentation_id"]), r[0]))
-    for line, row, types in rows:
+    image, meta, spacing = decoded
+
+    def outline(line: int, row: dict[str, str], types: list[str]):
         case = _row_case(line, row)
-        with collector.case(csv_path, case):
-            try:
-                box = geometry.lesion_box(_points(row), image.shape, spacing)
-            except ValueError as e:
-                raise CaseError(csv_path, case, f"{e} (image {image_path})") from e
-            laterality, view = VIEW_CODES.get(_int(row["image_view"], "image_view"), (None, None))
-            records.append(
-                make_record(
-                    image_path, f"{code}_{row['patient_id']}", 1, box, SOURCE, types,
-                    density=_density(row["density"]), laterality=laterality, view=view,
-                    film=film, classification=row["classification"] or None,
-                    image_type="mammogram", **geometry.record_fields(meta.get("pixel_spacing")),
-                )
-            )
-    return records
+        try:
+            box = geometry.lesion_box(_points(row), image.shape, spacing)
+        except ValueError as e:  # a bad contour is the row's case; the image says what it was measured on
+            raise CaseError(csv_path, case, f"{e} (image {image_path})") from e
+        laterality, view = VIEW_CODES.get(_int(row["image_view"], "image_view"), (None, None))
+        return box, types, _fields(code, row, laterality, view, meta, geometry, row["classification"] or None)
+
+    rows = sorted(rows, key=lambda r: (_id_key(r[1]["lesion_id"]), _id_key(r[1]["segmentation_id"]), r[0]))
+    return lesion_records(collector, image_path, SOURCE, [
+        LesionRow(csv_path, _row_case(line, row), f"{code}_{row['patient_id']}", partial(outline, line, row, types))
+        for line, row, types in rows
+    ])
 
 
 def _healthy_records(code, csv_path, line, row, seed, count, collector, geometry: PatchGeometry) -> list[dict[str, Any]]:
     filename = row["image_filename"]
     case = f"{csv_path.name} line {line}: patient {row['patient_id']}, study {row['study_id']}"
-    records: list[dict[str, Any]] = []
-    image_path = None
-    with collector.case(csv_path, case):
-        if not row["patient_id"]:
-            raise ValueError("patient_id is empty")
-        image_path = _image_path(csv_path.parent, filename)
+    image_path = attempt(collector, csv_path, case, lambda: _healthy_image(csv_path, row))
     if image_path is None:
-        return records
-    with collector.case(image_path, case):
-        image, meta = read_mammogram(image_path, apply_voi=geometry.apply_voi)
-        spacing = geometry.spacing(meta.get("pixel_spacing"), str(image_path))
-        boxes = geometry.healthy_boxes(image, count, image_rng(seed, filename), spacing)
+        return []
+    decoded = attempt(collector, image_path, case, lambda: _decode(image_path, geometry))
+    if decoded is None:
+        return []
+    image, meta, spacing = decoded
+
+    def fields() -> dict[str, Any]:
         laterality, view = _healthy_view(row)
-        for box in boxes:
-            records.append(
-                make_record(
-                    image_path, f"{code}_{row['patient_id']}", 0, box, SOURCE, (),
-                    density=_density(row["density"]), laterality=laterality, view=view,
-                    film=code.startswith("F"), classification=None,
-                    image_type="mammogram", **geometry.record_fields(meta.get("pixel_spacing")),
-                )
-            )
-    return records
+        return _fields(code, row, laterality, view, meta, geometry, classification=None)
+
+    return healthy_records(
+        collector, image_path, case, f"{code}_{row['patient_id']}", SOURCE,
+        lambda: geometry.healthy_boxes(image, count, image_rng(seed, filename), spacing), fields,
+    )
+
+
+def _healthy_image(csv_path: Path, row: dict[str, str]) -> Path:
+    if not row["patient_id"]:
+        raise ValueError("patient_id is empty")
+    return _image_path(csv_path.parent, row["image_filename"])
+
+
+def _decode(image_path: Path, geometry: PatchGeometry) -> tuple[Any, dict[str, Any], Any]:
+    """``(pixels, metadata, pixel spacing)`` of an image; raises on an unreadable one."""
+    image, meta = read_mammogram(image_path, apply_voi=geometry.apply_voi)
+    return image, meta, geometry.spacing(meta.get("pixel_spacing"), str(image_path))
+
+
+def _fields(code, row, laterality, view, meta, geometry: PatchGeometry, classification) -> dict[str, Any]:
+    """The record fields of a lesion or healthy row beyond its box, patient and lesion types."""
+    return dict(
+        density=_density(row["density"]), laterality=laterality, view=view, film=code.startswith("F"),
+        classification=classification, image_type="mammogram", **geometry.record_fields(meta.get("pixel_spacing")),
+    )
 
 
 def read_bcdr(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, Any]]:
@@ -302,10 +313,7 @@ def read_bcdr(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, A
             key = (code, _id_key(first["patient_id"]), _id_key(first["study_id"]), str(image_path))
             jobs.append((key, lambda c=code, p=csv_path, i=image_path, r=rows: _lesion_records(c, p, i, r, collector, geometry)))
     for code, csv_path in healthy_csvs:
-        rows = _read_csv(csv_path, HEALTHY_REQUIRED)
-        if not rows:
-            collector.add(csv_path, "whole file", _EMPTY_CSV.format(what="image", gives="healthy patches"))
-        for line, row in rows:
+        for line, row in _read_rows(csv_path, HEALTHY_REQUIRED, collector, what="image", gives="healthy patches"):
             image_path = csv_path.parent / row["image_filename"]
             key = (code, _id_key(row["patient_id"]), _id_key(row["study_id"]), str(image_path), line)
             jobs.append((

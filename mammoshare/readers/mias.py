@@ -43,6 +43,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,10 @@ import numpy as np
 
 from transforms import MammogramError, read_mammogram
 
-from ..datalist import CaseCollector, CaseError, DatalistError, image_rng, make_record
+from ..datalist import CaseCollector, CaseError, DatalistError, image_rng
 from ..extraction import PatchGeometry, ReadRequest
 from ..layouts import MIAS_INFO
+from .records import LesionRow, attempt, case_of_rows, healthy_records, lesion_records
 
 __all__ = [
     "read_mias",
@@ -312,6 +314,32 @@ def _circle_box(info: Path, row: MiasRow, geometry: PatchGeometry) -> list[int]:
     return geometry.lesion_box(corners, (MIAS_SIZE, MIAS_SIZE), MIAS_SPACING)
 
 
+def _circle_lesion(info: Path, row: MiasRow, first: MiasRow, geometry: PatchGeometry):
+    """``(box, lesion types, record fields)`` of a located row; the centre as (column, row) of the image."""
+    box = _circle_box(info, row, geometry)
+    fields = {
+        **_common(first, geometry), "mias_class": row.mias_class, "severity": row.severity,
+        "centre": [row.centre[0], MIAS_SIZE - row.centre[1]], "radius": row.radius,
+    }
+    return box, [LESION_TYPE_OF_CLASS[row.mias_class]], fields
+
+
+def _read_film(path: Path) -> np.ndarray:
+    """The pixels of an 8-bit 1024x1024 film; raises MammogramError on any other file."""
+    check_image_file(path)
+    image, _ = read_mammogram(path)
+    if image.shape != (MIAS_SIZE, MIAS_SIZE):
+        raise MammogramError(path, f"decoded size {image.shape[1]}x{image.shape[0]}, not {MIAS_SIZE}x{MIAS_SIZE}")
+    return image
+
+
+def _healthy_boxes(image: np.ndarray, refnum: str, request: ReadRequest) -> list[list[int]]:
+    """The healthy boxes of a NORM film, drawn with the seed and its REFNUM."""
+    tissue = np.where(padding_mask(image), 0.0, image)  # the padding counts as background
+    rng = image_rng(request.seed, refnum)
+    return request.geometry.healthy_boxes(tissue, request.healthy_per_image, rng, MIAS_SPACING)
+
+
 def read_mias(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, Any]]:
     """Records of the mini-MIAS abnormalities (located ones of the task's classes) and of the NORM
     images, image by image in REFNUM order (see the module docstring)."""
@@ -331,8 +359,7 @@ def read_mias(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, A
     records: list[dict[str, Any]] = []
     for refnum in sorted(by_image):
         image_rows = by_image[refnum]
-        lines = ", ".join(str(r.line) for r in image_rows)
-        image_case = f"Info.txt line(s) {lines}: {refnum}"
+        image_case = case_of_rows("Info.txt", (r.line for r in image_rows), refnum)
         classes = {r.mias_class for r in image_rows}
         if "NORM" in classes and len(image_rows) > 1:
             collector.add(info, image_case, "a NORM image that also has other rows; a normal image has one NORM row")
@@ -356,34 +383,19 @@ def read_mias(root: str | os.PathLike, request: ReadRequest) -> list[dict[str, A
                 f"image not found (neither {refnum}.pgm nor {refnum}.png beside {info.name} or under {root})",
             )
             continue
-        image = None
-        with collector.case(path, image_case):
-            check_image_file(path)
-            image, _ = read_mammogram(path)
-            if image.shape != (MIAS_SIZE, MIAS_SIZE):
-                raise MammogramError(path, f"decoded size {image.shape[1]}x{image.shape[0]}, not {MIAS_SIZE}x{MIAS_SIZE}")
+        image = attempt(collector, path, image_case, lambda: _read_film(path))
         if image is None:
             continue
-        patient = _patient(image_rows[0].number)
-        for r in located:
-            with collector.case(info, r.case):
-                box = _circle_box(info, r, geometry)
-                records.append(
-                    make_record(
-                        path, patient, 1, box, SOURCE, [LESION_TYPE_OF_CLASS[r.mias_class]], **_common(image_rows[0], geometry),
-                        mias_class=r.mias_class, severity=r.severity,
-                        centre=[r.centre[0], MIAS_SIZE - r.centre[1]], radius=r.radius,
-                    )
-                )
+        first, patient = image_rows[0], _patient(image_rows[0].number)  # first: whose BG every record takes
+        records += lesion_records(collector, path, SOURCE, [
+            LesionRow(info, r.case, patient, partial(_circle_lesion, info, r, first, geometry)) for r in located
+        ])
         if normal:
-            with collector.case(path, image_case):
-                tissue = np.where(padding_mask(image), 0.0, image)  # the padding counts as background
-                boxes = geometry.healthy_boxes(tissue, request.healthy_per_image, image_rng(request.seed, refnum), MIAS_SPACING)
-                records.extend(
-                    make_record(
-                        path, patient, 0, box, SOURCE, (), **_common(image_rows[0], geometry),
-                        mias_class="NORM", severity=None, centre=None, radius=None,
-                    )
-                    for box in boxes
-                )
+            records += healthy_records(
+                collector, path, image_case, patient, SOURCE,
+                lambda: _healthy_boxes(image, refnum, request),
+                lambda: {
+                    **_common(first, geometry), "mias_class": "NORM", "severity": None, "centre": None, "radius": None,
+                },
+            )
     return records
