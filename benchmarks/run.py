@@ -87,9 +87,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
+def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.device, warmup: int = 1,
+              blocks: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Run each way's block (returns the items it did) in turn, ``rounds`` times after ``warmup``
-    rounds; returns items/s of each way from its median block."""
+    rounds; returns items/s of each way from its median block (``blocks``, when given, receives
+    every timed block's items/s, in order)."""
     rates: dict[str, list[float]] = {name: [] for name in ways}
     for r in range(warmup + rounds):
         for name, block in ways.items():
@@ -99,7 +101,27 @@ def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.dev
             _sync(device)
             if r >= warmup:
                 rates[name].append(items / (time.perf_counter() - start))
+    if blocks is not None:
+        blocks.update(rates)
     return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def balanced_warmup(n_critic: int, steps: int, rounds: int, ways: int = 2, limit: int = 64) -> int:
+    """The fewest warm-up rounds (at least 1) after which, with blocks of ``steps`` critic updates
+    taken in turn by ``ways`` ways for ``rounds`` timed rounds, every way has the same number of
+    timed blocks that hold a generator update (every ``n_critic``-th critic update, counted over the
+    run from 1), so that WGAN-GP's generator updates weigh on the ways alike."""
+    for warmup in range(1, limit + 1):
+        counts = []
+        for way in range(ways):
+            count = 0
+            for r in range(warmup, warmup + rounds):
+                first = (r * ways + way) * steps + 1
+                count += any(u % n_critic == 0 for u in range(first, first + steps))
+            counts.append(count)
+        if len(set(counts)) == 1:
+            return warmup
+    raise ValueError(f"no warm-up up to {limit} rounds balances the generator updates")
 
 
 def _comparison(rates: dict[str, float], fast: str, slow: str, unit: str, **extra) -> dict:
@@ -248,15 +270,20 @@ def _gan_case(kind: str, batch_size: int, datalist: Path, work: Path, mode: str,
 
     per_update = trainer.n_critic if kind == "wgangp" else 1
     warmup, extra = 1, {}
-    if per_update > 1 and steps == 1:
-        # one critic update per block: the generator update (every n_critic-th critic update, counted
-        # over the run) falls into some blocks only. Two warm-up rounds put the timed updates at 5, 6,
-        # ..., so that with 3 rounds and n_critic 5 each way has exactly one block with the generator
-        # update (updates 5 and 10) among its three, and both medians are blocks of a critic update alone.
-        warmup = 2
+    if steps % per_update:
+        # blocks shorter than a generator cycle: the generator update (every n_critic-th critic update,
+        # counted over the run) falls into some blocks only; the warm-up gives every way as many of
+        # those blocks (1-step blocks, 3 rounds, n_critic 5: two warm-up rounds, the timed updates 5
+        # to 10, one generator update for each way, at 5 and 10, so both medians are critic updates alone)
+        warmup = balanced_warmup(per_update, steps, rounds)
         extra["blocks"] = ("one critic update per block: each way's median block is a critic update alone "
-                           "(the generator update, every n_critic-th, is left out of both alike)")
-    rates = alternate({"pipeline": pipeline, "memory": memory}, rounds=rounds, device=device, warmup=warmup)
+                           "(the generator update, every n_critic-th, is left out of both alike)" if steps == 1 and rounds == 3
+                           else f"{steps} critic updates per block, n_critic {per_update}: each way has as many "
+                                "blocks with a generator update")
+    block_rates: dict[str, list[float]] = {}
+    rates = alternate({"pipeline": pipeline, "memory": memory}, rounds=rounds, device=device, warmup=warmup,
+                      blocks=block_rates)
+    extra["block_rates"] = {k: [round(v * batch_size, 2) for v in values] for k, values in block_rates.items()}
     if "blocks" not in extra:
         extra["generator_updates_per_s"] = {k: round(v / per_update, 3) for k, v in rates.items()}
     return _comparison(
@@ -374,11 +401,14 @@ def generation_benchmark(work: Path, mode: str, device: torch.device) -> dict:
                 network(latents[start:start + batch_size].to(device))
         return samples
 
-    rates = alternate({"png_files": to_png, "bare_forward": bare}, rounds=rounds, device=device)
+    block_rates: dict[str, list[float]] = {}
+    rates = alternate({"png_files": to_png, "bare_forward": bare}, rounds=rounds, device=device, blocks=block_rates)
     for folder in work.glob("generated_*"):
         shutil.rmtree(folder)
     return _comparison(rates, "png_files", "bare_forward", "patches/s", ngf=width, batch_size=batch_size,
-                       samples_per_block=samples, target=">= 0.9")
+                       samples_per_block=samples, rounds=rounds,
+                       block_rates={k: [round(v, 2) for v in values] for k, values in block_rates.items()},
+                       target=">= 0.9")
 
 
 def classifier_benchmark(work: Path, quick: bool, device: torch.device, progress: Progress) -> dict:
@@ -534,6 +564,23 @@ def markdown(results: dict) -> str:
         row(f"generation (batch {e['batch_size']}, ngf {e['ngf']})", e)
     for key, entry in (results.get("classifier") or {}).items():
         row(f"classifier training {key} (workers {entry['num_workers']})", entry)
+    audit = results.get("audit")
+    if isinstance(audit, dict) and "ratio" in audit:
+        row(f"audit nearest-neighbour search ({audit['references']} references, 4 flips)", audit)
+        w = audit.get("whole_audit")
+        if w:
+            lines += ["", f"Whole audit: {w['samples']} samples against {w['train']} training and {w['holdout']} holdout "
+                      f"patches ({w['features']} features) in {w['audit_seconds']:g} s, peak memory "
+                      f"{w['peak_memory_gib']:g} GiB; same neighbours as the naive loop: {audit['same_neighbours']}."]
+    elif audit is not None:
+        lines += ["", f"Audit: {audit.get('status')}"]
+    spread = [(f"GAN {key}", e) for key, e in (results.get("gan") or {}).items()]
+    spread += [("generation", results["generation"])] if "generation" in results else []
+    spread = [(name, e) for name, e in spread if e.get("block_rates")]
+    if spread:
+        lines += ["", "Timed blocks, in order (rates as in the table; the ratio is of the median blocks):", ""]
+        lines += [f"- {name}: " + "; ".join(f"{way} {', '.join(f'{v:g}' for v in values)}"
+                                            for way, values in e["block_rates"].items()) for name, e in spread]
     if "fastpaths" in results:
         f = results["fastpaths"]
         lines += ["", f"Fast paths, DCGAN batch 64 (ngf {f['ngf']}), fed from memory, images/s and ratio to the plain loop:",
@@ -550,17 +597,6 @@ def markdown(results: dict) -> str:
                   f"{', AMP' if d['amp'] else ''}): training {d['train_images_per_s']:g} images/s at batch {d['train_batch']} "
                   f"(batches in memory); DDIM-{d['ddim_steps']} sampling {d['sample_images_per_s']:g} finished patches/s "
                   f"at batch {d['sample_batch']}, that is {d['sample_batch'] / d['sample_images_per_s']:.0f} s per batch."]
-    if "audit" in results:
-        a = results["audit"]
-        if "ratio" in a:
-            row(f"audit nearest-neighbour search ({a['references']} references, 4 flips)", a)
-            w = a.get("whole_audit")
-            if w:
-                lines += ["", f"Whole audit: {w['samples']} samples against {w['train']} training and {w['holdout']} holdout "
-                          f"patches ({w['features']} features) in {w['audit_seconds']:g} s, peak memory "
-                          f"{w['peak_memory_gib']:g} GiB; same neighbours as the naive loop: {a['same_neighbours']}."]
-        else:
-            lines += ["", f"Audit: {a.get('status')}"]
     return "\n".join(lines)
 
 
