@@ -1,6 +1,13 @@
 """mammoshare benchmarks: every comparison in one command, each against the naive or the bare way.
 
-    python benchmarks/run.py [--quick] [--device cpu|cuda] [--only patch gan generation classifier fastpaths audit]
+    python benchmarks/run.py [--quick | --paper-widths] [--device cpu|cuda]
+                             [--only patch gan generation classifier fastpaths audit diffusion]
+
+Modes: ``--quick`` (minutes: small blocks, GANs at ngf = ndf = 8, generation at ngf 32, a tiny
+diffusion UNet); ``--paper-widths`` (about 20 minutes on a 2-core CPU: the GAN and generation cases
+at the paper widths ngf = ndf = 64 in one-iteration blocks, the diffusion UNet at the bundle's
+widths, everything else as in quick mode); the default full mode (everything at full size, hours on
+a CPU, meant for a GPU).
 
 Each benchmark runs its two ways in the same process, alternating short blocks (A, B, A, B...) so
 that a busy or drifting machine slows both alike; rates come from the median block.
@@ -17,7 +24,9 @@ that a busy or drifting machine slows both alike; rates come from the median blo
   sync per iteration, loader workers) against the plain loop;
 - audit: samples/s of the audit's chunked, vectorised flip-NCC nearest-neighbour search against a
   naive per-sample loop, and one whole audit (``mammoshare.audit.benchmark``, see :func:`audit_benchmark`; the audit at the issue's scale
-  alone: ``benchmarks/audit_scale.py``).
+  alone: ``benchmarks/audit_scale.py``);
+- diffusion: images/s of the ddpm_bcdr bundle's training iteration and of DDIM-50 sampling
+  (``benchmarks/diffusion_throughput.py``; a throughput, not a comparison).
 
 Writes ``benchmarks/results.json`` (``--out``), ``benchmarks/ratios.png`` and the results section of
 ``benchmarks/BENCHMARKS.md`` (between its ``<!-- results -->`` markers; ``--no-markdown`` to skip).
@@ -49,7 +58,17 @@ sys.path.insert(0, str(REPO))  # the checkout's mammoshare and transforms, insta
 
 from benchmarks.common import Progress, work_folder  # noqa: E402  (after the path insert)
 
-BENCHMARKS = ("patch", "gan", "generation", "classifier", "fastpaths", "audit")
+BENCHMARKS = ("patch", "gan", "generation", "classifier", "fastpaths", "audit", "diffusion")
+MODES = ("quick", "paper-widths", "full")
+#: what each mode runs, as the results section states it
+MODE_TEXT = {
+    "quick": "quick mode: small blocks; GAN cases at ngf = ndf = 8 and generation at ngf 32, narrower than the paper's 64 "
+             "(less compute to hide the data path behind); a tiny diffusion UNet (8/8/8, 2 DDIM steps)",
+    "paper-widths": "paper-widths mode: GAN cases at the paper widths ngf = ndf = 64 in one-iteration blocks (3 timed rounds per "
+                    "way), generation at ngf 64 (512 patches per block, 3 rounds), the diffusion UNet at the bundle's widths; "
+                    "the patch, classifier, fast-path (ngf 8) and audit cases as in quick mode",
+    "full": "full mode: every case at full size (GANs and generation at ngf = ndf = 64, long blocks)",
+}
 MARK_BEGIN, MARK_END = "<!-- results -->", "<!-- /results -->"
 
 
@@ -68,9 +87,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
+def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.device, warmup: int = 1,
+              blocks: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Run each way's block (returns the items it did) in turn, ``rounds`` times after ``warmup``
-    rounds; returns items/s of each way from its median block."""
+    rounds; returns items/s of each way from its median block (``blocks``, when given, receives
+    every timed block's items/s, in order)."""
     rates: dict[str, list[float]] = {name: [] for name in ways}
     for r in range(warmup + rounds):
         for name, block in ways.items():
@@ -80,7 +101,27 @@ def alternate(ways: dict[str, Callable[[], int]], rounds: int, device: torch.dev
             _sync(device)
             if r >= warmup:
                 rates[name].append(items / (time.perf_counter() - start))
+    if blocks is not None:
+        blocks.update(rates)
     return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def balanced_warmup(n_critic: int, steps: int, rounds: int, ways: int = 2, limit: int = 64) -> int:
+    """The fewest warm-up rounds (at least 1) after which, with blocks of ``steps`` critic updates
+    taken in turn by ``ways`` ways for ``rounds`` timed rounds, every way has the same number of
+    timed blocks that hold a generator update (every ``n_critic``-th critic update, counted over the
+    run from 1), so that WGAN-GP's generator updates weigh on the ways alike."""
+    for warmup in range(1, limit + 1):
+        counts = []
+        for way in range(ways):
+            count = 0
+            for r in range(warmup, warmup + rounds):
+                first = (r * ways + way) * steps + 1
+                count += any(u % n_critic == 0 for u in range(first, first + steps))
+            counts.append(count)
+        if len(set(counts)) == 1:
+            return warmup
+    raise ValueError(f"no warm-up up to {limit} rounds balances the generator updates")
 
 
 def _comparison(rates: dict[str, float], fast: str, slow: str, unit: str, **extra) -> dict:
@@ -197,17 +238,23 @@ def patch_benchmark(work: Path, quick: bool, device: torch.device) -> dict:
                        cache_fill_seconds=round(cache_seconds, 2), target=">= 100")
 
 
-def _gan_case(kind: str, batch_size: int, datalist: Path, work: Path, quick: bool, device: torch.device,
+#: per mode, the GAN cases: network width (ngf = ndf), iterations per block, timed rounds
+GAN_SIZES = {"quick": {"width": 8, "steps": 2, "rounds": 3},
+             "paper-widths": {"width": 64, "steps": 1, "rounds": 3},
+             "full": {"width": 64, "steps": 10, "rounds": 6}}
+
+
+def _gan_case(kind: str, batch_size: int, datalist: Path, work: Path, mode: str, device: torch.device,
               **switches) -> dict:
     bundle = {"dcgan": "dcgan_bcdr", "wgangp": "wgangp_bcdr"}[kind]
-    width = 8 if quick else 64
+    sizes = GAN_SIZES[mode]
+    width, steps, rounds = sizes["width"], sizes["steps"], sizes["rounds"]
     parser = _parse_bundle(bundle, datalist=str(datalist), output_dir=str(work / f"{kind}_{batch_size}"),
                            batch_size=batch_size, device=str(device), ngf=width, ndf=width,
                            **{"train#handlers": []}, **switches)
     trainer, loader = parser.get_parsed_content("train#trainer"), parser.get_parsed_content("train#dataloader")
     next_batch = _stream(loader)
     ready = [_ready(next_batch(), device) for _ in range(4)]
-    steps = 2 if quick else 10
     count = {"memory": 0}
 
     def pipeline() -> int:
@@ -221,21 +268,36 @@ def _gan_case(kind: str, batch_size: int, datalist: Path, work: Path, quick: boo
             count["memory"] += 1
         return steps
 
-    rates = alternate({"pipeline": pipeline, "memory": memory}, rounds=3 if quick else 6, device=device)
     per_update = trainer.n_critic if kind == "wgangp" else 1
+    warmup, extra = 1, {}
+    if steps % per_update:
+        # blocks shorter than a generator cycle: the generator update (every n_critic-th critic update,
+        # counted over the run) falls into some blocks only; the warm-up gives every way as many of
+        # those blocks (1-step blocks, 3 rounds, n_critic 5: two warm-up rounds, the timed updates 5
+        # to 10, one generator update for each way, at 5 and 10, so both medians are critic updates alone)
+        warmup = balanced_warmup(per_update, steps, rounds)
+        extra["blocks"] = ("one critic update per block: each way's median block is a critic update alone "
+                           "(the generator update, every n_critic-th, is left out of both alike)" if steps == 1 and rounds == 3
+                           else f"{steps} critic updates per block, n_critic {per_update}: each way has as many "
+                                "blocks with a generator update")
+    block_rates: dict[str, list[float]] = {}
+    rates = alternate({"pipeline": pipeline, "memory": memory}, rounds=rounds, device=device, warmup=warmup,
+                      blocks=block_rates)
+    extra["block_rates"] = {k: [round(v * batch_size, 2) for v in values] for k, values in block_rates.items()}
+    if "blocks" not in extra:
+        extra["generator_updates_per_s"] = {k: round(v / per_update, 3) for k, v in rates.items()}
     return _comparison(
         {k: v * batch_size for k, v in rates.items()}, "pipeline", "memory", "images/s (critic/discriminator batches)",
-        generator_updates_per_s={k: round(v / per_update, 3) for k, v in rates.items()},
-        ngf=width, ndf=width, batch_size=batch_size, target=">= 0.9",
+        ngf=width, ndf=width, batch_size=batch_size, iterations_per_block=steps, rounds=rounds, target=">= 0.9", **extra,
     )
 
 
-def gan_benchmark(work: Path, quick: bool, device: torch.device, datalist: Path, progress: Progress) -> dict:
+def gan_benchmark(work: Path, mode: str, device: torch.device, datalist: Path, progress: Progress) -> dict:
     out = {}
     for kind in ("dcgan", "wgangp"):
         for batch_size in (16, 64):
             with progress.case(f"gan {kind} batch {batch_size}"):
-                out[f"{kind}_batch{batch_size}"] = _gan_case(kind, batch_size, datalist, work, quick, device)
+                out[f"{kind}_batch{batch_size}"] = _gan_case(kind, batch_size, datalist, work, mode, device)
     return out
 
 
@@ -306,12 +368,19 @@ def fastpaths_benchmark(work: Path, quick: bool, device: torch.device, datalist:
     return result
 
 
-def generation_benchmark(work: Path, quick: bool, device: torch.device) -> dict:
+#: per mode, the generation case: generator width, samples per block (batches of 64), timed rounds
+GENERATION_SIZES = {"quick": {"width": 32, "samples": 384, "rounds": 3},
+                    "paper-widths": {"width": 64, "samples": 512, "rounds": 3},
+                    "full": {"width": 64, "samples": 2048, "rounds": 5}}
+
+
+def generation_benchmark(work: Path, mode: str, device: torch.device) -> dict:
     from mammoshare.gan.inference import generate_synthetic_patches
     from mammoshare.networks import DCGANGenerator
 
-    width = 32 if quick else 64
-    batch_size, samples = 64, (384 if quick else 2048)
+    sizes = GENERATION_SIZES[mode]
+    width, samples, rounds = sizes["width"], sizes["samples"], sizes["rounds"]
+    batch_size = 64
     torch.manual_seed(0)
     network = DCGANGenerator(ngf=width).to(device).eval()
     weights = work / "generator.pt"
@@ -332,11 +401,14 @@ def generation_benchmark(work: Path, quick: bool, device: torch.device) -> dict:
                 network(latents[start:start + batch_size].to(device))
         return samples
 
-    rates = alternate({"png_files": to_png, "bare_forward": bare}, rounds=3 if quick else 5, device=device)
+    block_rates: dict[str, list[float]] = {}
+    rates = alternate({"png_files": to_png, "bare_forward": bare}, rounds=rounds, device=device, blocks=block_rates)
     for folder in work.glob("generated_*"):
         shutil.rmtree(folder)
     return _comparison(rates, "png_files", "bare_forward", "patches/s", ngf=width, batch_size=batch_size,
-                       samples_per_block=samples, target=">= 0.9")
+                       samples_per_block=samples, rounds=rounds,
+                       block_rates={k: [round(v, 2) for v in values] for k, values in block_rates.items()},
+                       target=">= 0.9")
 
 
 def classifier_benchmark(work: Path, quick: bool, device: torch.device, progress: Progress) -> dict:
@@ -394,6 +466,17 @@ def audit_benchmark(work: Path, quick: bool, device: torch.device) -> dict:
     folder = work / "audit"
     folder.mkdir()
     return {"status": "done", **benchmark(folder, quick, str(device))}
+
+
+def diffusion_benchmark(mode: str, device: torch.device) -> dict:
+    """Images/s of the ddpm_bcdr bundle's training iteration and DDIM-50 sampling
+    (:func:`benchmarks.diffusion_throughput.measure`): a tiny UNet and 2 steps in quick mode, the
+    bundle's UNet (64/128/128) otherwise, with one timing each in paper-widths mode."""
+    from benchmarks.diffusion_throughput import measure
+
+    if mode == "quick":
+        return measure(device, channels=(8, 8, 8), batch_size=2, sample_batch=2, steps=2, train_iterations=1, repeats=1)
+    return measure(device, repeats=1 if mode == "paper-widths" else 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,7 +543,9 @@ def markdown(results: dict) -> str:
              + (f" ({m['gpu']})" if m.get("gpu") else "") + f", {m['processor']}, {m['cpu_count']} CPU cores, "
              f"torch {m['torch']}, {m['torch_threads']} torch threads"
              + (f", load average {m['load_average_at_start']} at the start" if m.get("load_average_at_start") else "")
-             + f"; {results['seconds']:.0f} s.", "", "![ratios](ratios.png)", "",
+             + (f", {m['load_average_at_end']} at the end" if m.get("load_average_at_end") else "")
+             + f"; {results['seconds']:.0f} s.", "", f"Mode: {MODE_TEXT.get(results['mode'], results['mode'])}.", "",
+             "![ratios](ratios.png)", "",
              "| benchmark | fast way | rate | reference way | rate | ratio | target |", "|---|---|---:|---|---:|---:|---|"]
 
     def row(name, entry):
@@ -479,6 +564,23 @@ def markdown(results: dict) -> str:
         row(f"generation (batch {e['batch_size']}, ngf {e['ngf']})", e)
     for key, entry in (results.get("classifier") or {}).items():
         row(f"classifier training {key} (workers {entry['num_workers']})", entry)
+    audit = results.get("audit")
+    if isinstance(audit, dict) and "ratio" in audit:
+        row(f"audit nearest-neighbour search ({audit['references']} references, 4 flips)", audit)
+        w = audit.get("whole_audit")
+        if w:
+            lines += ["", f"Whole audit: {w['samples']} samples against {w['train']} training and {w['holdout']} holdout "
+                      f"patches ({w['features']} features) in {w['audit_seconds']:g} s, peak memory "
+                      f"{w['peak_memory_gib']:g} GiB; same neighbours as the naive loop: {audit['same_neighbours']}."]
+    elif audit is not None:
+        lines += ["", f"Audit: {audit.get('status')}"]
+    spread = [(f"GAN {key}", e) for key, e in (results.get("gan") or {}).items()]
+    spread += [("generation", results["generation"])] if "generation" in results else []
+    spread = [(name, e) for name, e in spread if e.get("block_rates")]
+    if spread:
+        lines += ["", "Timed blocks, in order (rates as in the table; the ratio is of the median blocks):", ""]
+        lines += [f"- {name}: " + "; ".join(f"{way} {', '.join(f'{v:g}' for v in values)}"
+                                            for way, values in e["block_rates"].items()) for name, e in spread]
     if "fastpaths" in results:
         f = results["fastpaths"]
         lines += ["", f"Fast paths, DCGAN batch 64 (ngf {f['ngf']}), fed from memory, images/s and ratio to the plain loop:",
@@ -489,17 +591,12 @@ def markdown(results: dict) -> str:
                   f"{w['rates']['workers_2_pinned']:g} vs {w['rates']['workers_0']:g} | {w['ratio']:g} |"]
         for key, note in f.get("not_measured", {}).items():
             lines.append(f"\n- {key}: {note}")
-    if "audit" in results:
-        a = results["audit"]
-        if "ratio" in a:
-            row(f"audit nearest-neighbour search ({a['references']} references, 4 flips)", a)
-            w = a.get("whole_audit")
-            if w:
-                lines += ["", f"Whole audit: {w['samples']} samples against {w['train']} training and {w['holdout']} holdout "
-                          f"patches ({w['features']} features) in {w['audit_seconds']:g} s, peak memory "
-                          f"{w['peak_memory_gib']:g} GiB; same neighbours as the naive loop: {a['same_neighbours']}."]
-        else:
-            lines += ["", f"Audit: {a.get('status')}"]
+    if "diffusion" in results:
+        d = results["diffusion"]
+        lines += ["", f"Diffusion (`ddpm_bcdr`, UNet channels {'/'.join(map(str, d['channels']))}, {d['device']}"
+                  f"{', AMP' if d['amp'] else ''}): training {d['train_images_per_s']:g} images/s at batch {d['train_batch']} "
+                  f"(batches in memory); DDIM-{d['ddim_steps']} sampling {d['sample_images_per_s']:g} finished patches/s "
+                  f"at batch {d['sample_batch']}, that is {d['sample_batch'] / d['sample_images_per_s']:.0f} s per batch."]
     return "\n".join(lines)
 
 
@@ -514,7 +611,11 @@ def write_markdown(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small blocks and narrower GANs: minutes on a CPU")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="small blocks and narrower GANs: minutes on a CPU")
+    modes.add_argument("--paper-widths", action="store_true",
+                       help="GAN and generation cases at the paper widths (ngf = ndf = 64) in one-iteration blocks, "
+                            "the diffusion UNet at the bundle's widths, the rest as --quick: about 20 minutes on a 2-core CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
@@ -522,13 +623,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    mode = "quick" if args.quick else "paper-widths" if args.paper_widths else "full"
+    quick = mode != "full"  # the cases without paper widths run as in quick mode in paper-widths mode
     import logging
 
     logging.basicConfig(level=logging.ERROR)
     started = time.perf_counter()
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results: dict = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "command": command.strip(),
-                     "mode": "quick" if args.quick else "full", "machine": machine(device)}
+                     "mode": mode, "machine": machine(device)}
     cases = sum({"gan": 4, "classifier": 2}.get(b, 1) for b in args.only)
     progress = Progress(cases)
     try:
@@ -538,23 +641,30 @@ def main(argv: list[str] | None = None) -> int:
                 datalist = synthetic_patch_datalist(work / "gan_data", 256, torch.device("cpu"))
             if "patch" in args.only:
                 with progress.case("patch pipeline"):
-                    results["patch"] = patch_benchmark(work, args.quick, device)
+                    results["patch"] = patch_benchmark(work, quick, device)
             if "gan" in args.only:
-                results["gan"] = gan_benchmark(work, args.quick, device, datalist, progress)
+                results["gan"] = gan_benchmark(work, mode, device, datalist, progress)
             if "generation" in args.only:
                 with progress.case("generation"):
-                    results["generation"] = generation_benchmark(work, args.quick, device)
+                    results["generation"] = generation_benchmark(work, mode, device)
             if "classifier" in args.only:
-                results["classifier"] = classifier_benchmark(work, args.quick, device, progress)
+                results["classifier"] = classifier_benchmark(work, quick, device, progress)
             if "fastpaths" in args.only:
                 with progress.case("fast paths"):
-                    results["fastpaths"] = fastpaths_benchmark(work, args.quick, device, datalist)
+                    results["fastpaths"] = fastpaths_benchmark(work, quick, device, datalist)
             if "audit" in args.only:
                 with progress.case("audit"):
-                    results["audit"] = audit_benchmark(work, args.quick, device)
+                    results["audit"] = audit_benchmark(work, quick, device)
+            if "diffusion" in args.only:
+                with progress.case("diffusion"):
+                    results["diffusion"] = diffusion_benchmark(mode, device)
     finally:
         progress.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
+    try:
+        results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     if not args.no_markdown:

@@ -108,3 +108,37 @@ def test_alternate_measures_each_way_from_its_own_blocks():
     rates = bench.alternate({"fast": fast, "slow": slow}, rounds=3, device=torch.device("cpu"))
     assert calls == ["fast", "slow"] * 4  # warm-up round, then alternating
     assert rates["fast"] > 3 * rates["slow"]
+
+
+def test_balanced_warmup_gives_every_way_as_many_generator_updates():
+    bench = _module()
+    # one critic update per block, 3 rounds, n_critic 5: timed updates 5..10, one generator update each (5 and 10)
+    assert bench.balanced_warmup(5, 1, 3) == 2
+    for steps, rounds in ((1, 3), (2, 3), (3, 4), (10, 6)):
+        warmup = bench.balanced_warmup(5, steps, rounds)
+        counts = [sum(any(u % 5 == 0 for u in range((r * 2 + way) * steps + 1, (r * 2 + way + 1) * steps + 1))
+                      for r in range(warmup, warmup + rounds)) for way in range(2)]
+        assert counts[0] == counts[1], (steps, rounds, warmup, counts)
+    assert bench.balanced_warmup(1, 1, 3) == 1  # DCGAN: a generator update every iteration
+
+
+def test_results_section_states_the_mode_and_the_diffusion_figures():
+    bench = _module()
+    assert set(bench.MODE_TEXT) == set(bench.MODES)
+    text = bench.markdown({
+        "machine": {"device": "cpu", "processor": "x", "cpu_count": 2, "torch": "t", "torch_threads": 2},
+        "date": "d", "command": "python benchmarks/run.py --paper-widths", "mode": "paper-widths", "seconds": 1.0,
+        "gan": {"wgangp_batch64": {"unit": "images/s", "rates": {"pipeline": 1.0, "memory": 1.0}, "ratio": 1.0,
+                                   "ratio_of": "pipeline / memory", "ngf": 64, "target": ">= 0.9"}},
+        "diffusion": {"channels": [64, 128, 128], "device": "cpu (2 threads)", "amp": False, "train_batch": 8,
+                      "train_images_per_s": 0.5, "sample_batch": 8, "ddim_steps": 50, "sample_images_per_s": 0.04}})
+    assert "paper-widths mode" in text and "ngf = ndf = 64" in text
+    assert "GAN training wgangp_batch64 (ngf 64)" in text
+    assert "UNet channels 64/128/128" in text and "DDIM-50 sampling 0.04 finished patches/s" in text
+    assert "200 s per batch" in text
+
+
+def test_paper_widths_mode_runs_the_gans_and_generation_at_the_paper_widths():
+    bench = _module()
+    assert bench.GAN_SIZES["paper-widths"]["width"] == 64 and bench.GENERATION_SIZES["paper-widths"]["width"] == 64
+    assert bench.GAN_SIZES["quick"]["width"] == 8 and bench.GENERATION_SIZES["quick"]["width"] == 32

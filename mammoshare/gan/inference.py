@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -251,12 +252,22 @@ def _png_info(
 def encode_patch_pixels(images: torch.Tensor) -> np.ndarray:
     """Decoded generator output ``(B, 1, H, W)`` in [0, 1] -> ``(B, H, W)`` uint8 (value * 255, rounded):
     the 8-bit encoding that :func:`transforms.read_patch` decodes as value / 255."""
-    return (images[:, 0].float().cpu() * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    scaled = torch.mul(images[:, 0].float().cpu(), 255.0)  # a new tensor: rounded and clamped in place
+    return scaled.round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+#: zlib settings of the PNG files: level 1 with run-length matching encodes a 128x128 patch about 8x
+#: faster than Pillow's default (level 6: about 0.35 ms against 2.8 ms on one x86_64 core), and the
+#: files come out slightly smaller (about 4.3 against 4.6 KB). At the default the encoding alone cost
+#: about a quarter of a paper-width (ngf 64) generator forward on a 2-core CPU, where no idle core can
+#: hide it. The pixels are the same with any setting (PNG is lossless).
+PNG_COMPRESS_LEVEL, PNG_COMPRESS_TYPE = 1, zlib.Z_RLE
 
 
 def write_patch_png(path: Path, array: np.ndarray, info: PngInfo) -> None:
     """One 2D uint8 patch -> an 8-bit greyscale PNG (mode L) with its provenance text chunks."""
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", pnginfo=info)
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", pnginfo=info,
+                                                    compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_COMPRESS_TYPE)
 
 
 class _PNGWriter:
