@@ -65,7 +65,7 @@ MODE_TEXT = {
     "quick": "quick mode: small blocks; GAN cases at ngf = ndf = 8 and generation at ngf 32, narrower than the paper's 64 "
              "(less compute to hide the data path behind); a tiny diffusion UNet (8/8/8, 2 DDIM steps)",
     "paper-widths": "paper-widths mode: GAN cases at the paper widths ngf = ndf = 64 in one-iteration blocks (3 timed rounds per "
-                    "way), generation at ngf 64 (512 patches per block, 3 rounds), the diffusion UNet at the bundle's widths; "
+                    "way), generation at ngf 64 (1200 patches per block, the study's count, 3 rounds), the diffusion UNet at the bundle's widths; "
                     "the patch, classifier, fast-path (ngf 8) and audit cases as in quick mode",
     "full": "full mode: every case at full size (GANs and generation at ngf = ndf = 64, long blocks)",
 }
@@ -370,7 +370,7 @@ def fastpaths_benchmark(work: Path, quick: bool, device: torch.device, datalist:
 
 #: per mode, the generation case: generator width, samples per block (batches of 64), timed rounds
 GENERATION_SIZES = {"quick": {"width": 32, "samples": 384, "rounds": 3},
-                    "paper-widths": {"width": 64, "samples": 512, "rounds": 3},
+                    "paper-widths": {"width": 64, "samples": 1200, "rounds": 3},  # the study's count per generator
                     "full": {"width": 64, "samples": 2048, "rounds": 5}}
 
 
