@@ -288,12 +288,7 @@ def plot_deltas(cells: list[dict], path: Path, tasks=TASKS, notes: Sequence[str]
         fig.text(0.01, 0.995, "\n".join(notes), ha="left", va="top", color="tab:red", fontsize=9, weight="bold")
         top = 1.0 - 0.045 * len(notes) / len(tasks)
     fig.tight_layout(rect=(0, 0.04 if legend else 0, 1, top))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -495,11 +490,16 @@ def audit_figure(records: dict[str, dict], notes: Sequence[str] = ()):
 
 def plot_audits(records: dict[str, dict], path: Path, notes: Sequence[str] = ()) -> Path | None:
     """Write :func:`audit_figure` to ``path`` (atomically); None, and no file, when no audit is done."""
-    import matplotlib.pyplot as plt
-
     fig, _ = audit_figure(records, notes)
     if fig is None:
         return None
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure to ``path`` through a ``.partial.png`` sibling (kill-safe), and close it."""
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.png")
     fig.savefig(tmp, dpi=110)
